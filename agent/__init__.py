@@ -1,0 +1,1 @@
+"""The node agent: runs assigned replicas as containers on one machine."""

@@ -1,0 +1,1 @@
+"""The isolation core: runs OCI runtime-spec bundles in namespaces and cgroups."""

@@ -1,0 +1,1 @@
+"""The controller: the cluster's brain and the only writer of etcd."""

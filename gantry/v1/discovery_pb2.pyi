@@ -1,0 +1,12 @@
+from gantry.v1 import types_pb2 as _types_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DiscoveryRequest(_message.Message):
+    __slots__ = ("proxy_id",)
+    PROXY_ID_FIELD_NUMBER: _ClassVar[int]
+    proxy_id: str
+    def __init__(self, proxy_id: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""The aiohttp reverse proxy: routing, balancing, canary split, health."""
