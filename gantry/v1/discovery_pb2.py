@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from gantry.v1 import types_pb2 as gantry_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19gantry/v1/discovery.proto\x12\tgantry.v1\x1a\x15gantry/v1/types.proto\"$\n\x10\x44iscoveryRequest\x12\x10\n\x08proxy_id\x18\x01 \x01(\t2M\n\tDiscovery\x12@\n\x05Watch\x12\x1b.gantry.v1.DiscoveryRequest\x1a\x18.gantry.v1.EndpointTable0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19gantry/v1/discovery.proto\x12\tgantry.v1\x1a\x15gantry/v1/types.proto\"7\n\x10\x44iscoveryRequest\x12\x10\n\x08proxy_id\x18\x01 \x01(\t\x12\x11\n\tadmin_url\x18\x02 \x01(\t2M\n\tDiscovery\x12@\n\x05Watch\x12\x1b.gantry.v1.DiscoveryRequest\x1a\x18.gantry.v1.EndpointTable0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gantry.v1.discovery_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DISCOVERYREQUEST']._serialized_start=63
-  _globals['_DISCOVERYREQUEST']._serialized_end=99
-  _globals['_DISCOVERY']._serialized_start=101
-  _globals['_DISCOVERY']._serialized_end=178
+  _globals['_DISCOVERYREQUEST']._serialized_end=118
+  _globals['_DISCOVERY']._serialized_start=120
+  _globals['_DISCOVERY']._serialized_end=197
 # @@protoc_insertion_point(module_scope)

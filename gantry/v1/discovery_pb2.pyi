@@ -6,7 +6,9 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DiscoveryRequest(_message.Message):
-    __slots__ = ("proxy_id",)
+    __slots__ = ("proxy_id", "admin_url")
     PROXY_ID_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_URL_FIELD_NUMBER: _ClassVar[int]
     proxy_id: str
-    def __init__(self, proxy_id: _Optional[str] = ...) -> None: ...
+    admin_url: str
+    def __init__(self, proxy_id: _Optional[str] = ..., admin_url: _Optional[str] = ...) -> None: ...
