@@ -17,6 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,8 +109,13 @@ class Service:
 
 
 def spawn(name: str, argv: list[str], *, log: Path, health_url: str, cwd: Path | None = None,
-          env: dict[str, str] | None = None, timeout: float = 30.0) -> Service:  # fmt: skip
-    """Start argv in its own session with output to `log`; wait until healthy."""
+          env: dict[str, str] | None = None, timeout: float = 30.0,
+          healthy: Callable[[], bool] | None = None) -> Service:  # fmt: skip
+    """Start argv in its own session with output to `log`; wait until healthy.
+
+    Healthy means `healthy()` is true, or else `health_url` answers 2xx.
+    """
+    check = healthy or (lambda: http_ok(health_url))
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -124,7 +130,7 @@ def spawn(name: str, argv: list[str], *, log: Path, health_url: str, cwd: Path |
             raise ServiceError(
                 f"{name} exited with {proc.returncode}: {' | '.join(tail)} (log: {log})"
             )
-        if http_ok(health_url):
+        if check():
             return svc
         time.sleep(0.05)
     svc.stop()

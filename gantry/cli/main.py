@@ -33,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    # The global options are accepted after the command too: `gantry up --state-dir X`.
+    for sub in subparsers.choices.values():
+        if not any("--state-dir" in a.option_strings for a in sub._actions):
+            sub.add_argument("--state-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        if not any("--controller" in a.option_strings for a in sub._actions):
+            sub.add_argument(
+                "--controller", action="append", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+            )
     return parser
 
 
