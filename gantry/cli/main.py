@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from gantry.cli.errors import CLIError
 
 # Command modules, in the order their commands appear in --help.
-COMMAND_MODULES: tuple[str, ...] = ("gantry.cli.cluster", "gantry.cli.deploy")
+COMMAND_MODULES: tuple[str, ...] = ("gantry.cli.cluster", "gantry.cli.deploy", "gantry.cli.rollout")
 
 
 def build_parser() -> argparse.ArgumentParser:
