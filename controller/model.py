@@ -26,6 +26,7 @@ NodeName = NewType("NodeName", str)
 
 REPLICA_ID_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # as Kubernetes: no vowels, no 0/1/3
 REPLICA_ID_LEN = 5
+KiB, MiB, GiB = 2**10, 2**20, 2**30
 
 
 class QuantityError(ValueError):
