@@ -1,0 +1,347 @@
+"""Gantry's isolation core: the Runtime verbs over the pre-warmed zygote.
+
+IMPORTANT: call `Core.prefork(...)` (which forks the zygote) first thing in
+the agent's main, BEFORE grpc, asyncio or anything else starts a thread:
+forking a threaded process is unsafe. The returned `Core` is then used from
+asyncio; its verbs never block the loop for long.
+
+State lives on disk under `<state_dir>/containers/<id>/` (`state.json`,
+`exit`, `exec.fifo`), so a restarted agent's new `Core` adopts the
+containers still running: `list()`, `state()`, `kill()`, `wait()` and
+`delete()` work from those files and /proc alone (the init's pid is checked
+against its start time, so a reused pid is never mistaken for it).
+Containers outlive the agent and the zygote; an exit code is written by the
+container's init (or by the zygote when it reaps an init killed outright).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.runtime import cgroups, linux, plan, zygote
+from agent.runtime.base import (
+    BundleError,
+    ContainerExists,
+    ContainerIO,
+    ContainerNotFound,
+    ContainerState,
+    RuntimeError_,
+    Status,
+)
+
+log = logging.getLogger("gantry.runtime.core")
+
+KILLED_EXIT = 137  # an init that vanished without leaving an exit code was SIGKILLed
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+class ZygoteGone(RuntimeError_):
+    """The helper process is not running (restart the agent's Core)."""
+
+
+def check_id(container_id: str) -> str:
+    if (
+        not container_id
+        or len(container_id) > 128
+        or not set(container_id) <= _ID_CHARS
+        or container_id[0] == "."
+    ):
+        raise BundleError(f"container id {container_id!r} must be 1-128 of [A-Za-z0-9_.-]")
+    return container_id
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def load_plan(bundle: Path, *, default_cgroup: str) -> plan.Plan:
+    cfg = bundle / "config.json"
+    try:
+        spec = json.loads(cfg.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{cfg}: no such file") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise BundleError(f"{cfg}: unreadable: {e}") from None
+    if not isinstance(spec, dict):
+        raise BundleError(f"{cfg}: not a JSON object")
+    p = plan.parse(bundle, spec)
+    if not p.cgroups_path:
+        p = plan.Plan.from_json({**p.to_json(), "cgroups_path": default_cgroup})
+    return p
+
+
+class ZygoteClient:
+    """The agent's end of the socket to the zygote."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+        self.lock = asyncio.Lock()
+
+    @classmethod
+    def fork(cls) -> ZygoteClient:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            parent.close()
+            zygote.zygote_main(child)
+        child.close()
+        return cls(pid, parent)
+
+    async def request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        async with self.lock:
+            if self.sock.fileno() < 0:
+                raise ZygoteGone("the core's zygote was closed")
+            self.sock.setblocking(False)
+            try:
+                await loop.sock_sendall(self.sock, json.dumps(msg).encode())
+                raw = await loop.sock_recv(self.sock, zygote.MAX_MSG)
+            except OSError as e:
+                raise ZygoteGone(f"the core's zygote (pid {self.pid}) is gone: {e}") from None
+            if not raw:
+                raise ZygoteGone(f"the core's zygote (pid {self.pid}) is gone")
+            reply: dict[str, Any] = json.loads(raw)
+            return reply
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the socket (the zygote exits; containers keep running) and reap it."""
+        if self.sock.fileno() >= 0:
+            self.sock.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pid, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid:
+                return
+            if time.monotonic() > deadline:
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
+                timeout, deadline = 0, time.monotonic() + 1
+            time.sleep(0.005)
+
+
+async def wait_pid_exit(pid: int, start_time: int) -> None:
+    """Wait (without blocking the loop) until the process is gone or a zombie."""
+    if linux.start_time(pid) != start_time:
+        return
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def on_exit() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(pidfd, on_exit)
+    try:
+        if linux.start_time(pid) != start_time:  # exited or reused before the fd
+            return
+        await done
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+
+
+class Core:
+    """The Runtime protocol over Gantry's own isolation core."""
+
+    name = "core"
+
+    def __init__(self, client: ZygoteClient, *, state_dir: Path, prefix: str = "gantry") -> None:
+        self.client = client
+        self.state_dir = Path(state_dir)
+        self.prefix = prefix
+        self.layout = cgroups.detect()
+        (self.state_dir / "containers").mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def prefork(cls, *, state_dir: Path, prefix: str = "gantry") -> Core:
+        """Fork the zygote now (no threads may exist yet) and return the Core."""
+        return cls(ZygoteClient.fork(), state_dir=state_dir, prefix=prefix)
+
+    def close(self) -> None:
+        """Stop the zygote. Containers keep running; a new Core adopts them."""
+        self.client.close()
+
+    # ------------------------------------------------------------ files
+
+    def _dir(self, cid: str) -> Path:
+        return self.state_dir / "containers" / check_id(cid)
+
+    def _read(self, cid: str) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self._dir(cid) / "state.json").read_text())
+            return data
+        except FileNotFoundError:
+            raise ContainerNotFound(f"container {cid!r} not found in {self.state_dir}") from None
+        except (OSError, json.JSONDecodeError) as e:
+            raise RuntimeError_(f"container {cid!r}: unreadable state: {e}") from None
+
+    def _write(self, cid: str, data: dict[str, Any]) -> None:
+        d = self._dir(cid)
+        tmp = d / "state.json.tmp"
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, d / "state.json")
+
+    def _exit_code(self, cid: str) -> int | None:
+        try:
+            raw = (self._dir(cid) / zygote.EXIT_FILE).read_text().strip()
+        except OSError:
+            return None
+        return int(raw) if raw.lstrip("-").isdigit() else None
+
+    def _state_of(self, cid: str, data: dict[str, Any]) -> ContainerState:
+        bundle = Path(data.get("bundle", ""))
+        if data.get("creating"):
+            return ContainerState(cid, Status.CREATING, 0, bundle)
+        pid, st = int(data["pid"]), int(data["start_time"])
+        code = self._exit_code(cid)
+        alive = (
+            code is None
+            and linux.start_time(pid) == st
+            and linux.proc_state(pid) not in ("Z", "X", "")
+        )
+        if alive:
+            return ContainerState(
+                cid, Status.RUNNING if data.get("started") else Status.CREATED, pid, bundle
+            )
+        if code is None and linux.start_time(pid) != st:
+            code = KILLED_EXIT  # init gone and nobody could record why
+        return ContainerState(cid, Status.STOPPED, 0, bundle, code)
+
+    # ------------------------------------------------------------ verbs
+
+    async def create(
+        self, container_id: str, bundle: Path, io: ContainerIO, *, autostart: bool = False
+    ) -> None:
+        d = self._dir(container_id)
+        bundle = _real(bundle)
+        p = load_plan(bundle, default_cgroup=f"/{self.prefix}/{container_id}")
+        try:
+            d.mkdir()
+        except FileExistsError:
+            raise ContainerExists(f"container {container_id!r} already exists") from None
+        meta: dict[str, Any] = {
+            "id": container_id,
+            "bundle": str(bundle),
+            "cgroups_path": p.cgroups_path,
+            "runtime": self.name,
+            "creating": True,
+            "created_at": time.time(),
+        }
+        self._write(container_id, meta)
+        req = {
+            "op": "create",
+            "plan": p.to_json(),
+            "state_dir": str(d),
+            "stdout": str(io.stdout) if io.stdout else None,
+            "stderr": str(io.stderr) if io.stderr else None,
+            "autostart": autostart,
+        }
+        try:
+            reply = await self.client.request(req)
+        except BaseException:
+            await self._cleanup(container_id, p.cgroups_path)
+            raise
+        if not reply.get("ok"):
+            await self._cleanup(container_id, p.cgroups_path)
+            raise BundleError(f"container {container_id!r}: {reply.get('error')}")
+        meta.update(
+            pid=reply["pid"], start_time=reply["start_time"], started=autostart, creating=False
+        )
+        self._write(container_id, meta)
+        log.info("created container %s pid %s", container_id, reply["pid"])
+
+    async def _cleanup(self, cid: str, cgroups_path: str) -> None:
+        await asyncio.to_thread(cgroups.remove, self.layout, cgroups_path)
+        shutil.rmtree(self._dir(cid), ignore_errors=True)
+
+    async def start(self, container_id: str) -> None:
+        data = self._read(container_id)
+        st = self._state_of(container_id, data)
+        if st.status != Status.CREATED:
+            raise RuntimeError_(f"container {container_id!r} is {st.status}, not created")
+        fifo = self._dir(container_id) / zygote.FIFO_FILE
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            raise RuntimeError_(f"container {container_id!r}: cannot start: {e}") from None
+        try:
+            os.write(fd, b"S")
+        finally:
+            os.close(fd)
+        data["started"] = True
+        self._write(container_id, data)
+        with contextlib.suppress(OSError):
+            fifo.unlink()
+
+    async def state(self, container_id: str) -> ContainerState:
+        return self._state_of(container_id, self._read(container_id))
+
+    async def kill(self, container_id: str, signal: int) -> None:
+        st = await self.state(container_id)
+        if st.status not in (Status.CREATED, Status.RUNNING):
+            raise RuntimeError_(f"container {container_id!r} is {st.status}: cannot signal it")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(st.pid, signal)
+
+    async def wait(self, container_id: str) -> int:
+        data = self._read(container_id)
+        if data.get("creating"):
+            raise RuntimeError_(f"container {container_id!r} is still being created")
+        await wait_pid_exit(int(data["pid"]), int(data["start_time"]))
+        # The init writes `exit` before it exits; after SIGKILL the zygote does, just after.
+        for _ in range(200):
+            code = self._exit_code(container_id)
+            if code is not None:
+                return code
+            if linux.start_time(int(data["pid"])) != int(data["start_time"]):
+                break  # reaped and still no file: nobody recorded it
+            await asyncio.sleep(0.005)
+        code = self._exit_code(container_id)
+        return KILLED_EXIT if code is None else code
+
+    async def delete(self, container_id: str, *, force: bool = False) -> None:
+        data = self._read(container_id)
+        st = self._state_of(container_id, data)
+        if st.status in (Status.CREATED, Status.RUNNING):
+            if not force:
+                raise RuntimeError_(
+                    f"container {container_id!r} is {st.status}; stop it or use force"
+                )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(st.pid, signal.SIGKILL)
+            await wait_pid_exit(st.pid, int(data["start_time"]))
+        left = await asyncio.to_thread(
+            cgroups.remove, self.layout, str(data.get("cgroups_path") or "")
+        )
+        if left:
+            log.warning("container %s: cgroups left behind: %s", container_id, left)
+        shutil.rmtree(self._dir(container_id), ignore_errors=True)
+
+    async def run(self, container_id: str, bundle: Path, io: ContainerIO) -> int:
+        await self.create(container_id, bundle, io, autostart=True)
+        return await self.wait(container_id)
+
+    async def list(self) -> list[ContainerState]:
+        out = []
+        for d in sorted((self.state_dir / "containers").iterdir()):
+            with contextlib.suppress(ContainerNotFound, RuntimeError_, KeyError, ValueError):
+                out.append(self._state_of(d.name, self._read(d.name)))
+        return out

@@ -1,0 +1,480 @@
+"""The zygote: a pre-warmed, single-threaded helper that makes containers.
+
+Forked from the agent before any thread exists (`Zygote.fork()`), it has
+imported everything a container needs and serves requests over a
+SOCK_SEQPACKET socketpair, one JSON message each way. For each "create" it
+makes the cgroups, opens the log files, then does one raw
+clone(NEWPID|NEWNS|NEWUTS|NEWIPC[|NEWNET]). The child becomes the
+container's init (PID 1): it joins the cgroups (and a network namespace by
+path), mounts the overlay root, /proc, /dev, /sys, masks paths,
+pivot_roots, sets the hostname, then forks the application, which drops
+capabilities (bounding set, capset, ambient), sets no_new_privs, loads the
+seccomp filter, closes fds and execs. The init reaps zombies, forwards
+signals to the application and, when it exits, writes its exit code into
+the container's state dir (`exit`) before exiting itself.
+
+Containers are not tied to the agent: the init calls setsid(), has no
+parent-death signal, and when the zygote goes (it exits when the agent's end
+of the socket closes) the inits are reparented and keep running. The zygote
+also writes `exit` for an init it reaps that died without writing it (e.g.
+SIGKILL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import stat
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from agent.runtime import cgroups, linux
+from agent.runtime.plan import (
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    Plan,
+)
+
+EXIT_FILE = "exit"
+FIFO_FILE = "exec.fifo"
+FORWARDED = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+    signal.SIGCONT,
+    signal.SIGALRM,
+)
+_DEVICES = (
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+)
+_DEV_LINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+)
+MAX_MSG = 1 << 20
+
+
+class SetupError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- child side
+
+
+@dataclass
+class ChildFds:
+    status_w: int
+    exit_dir: int
+    stdout: int
+    stderr: int
+    netns: int
+    fifo: int
+
+
+def _inside(root: str, dest: str) -> str:
+    target = os.path.join(root, dest.lstrip("/"))
+    real = os.path.realpath(target)
+    if real != root and not real.startswith(root + "/"):
+        raise SetupError(f"mount destination {dest} escapes the root file system")
+    return real
+
+
+def _make_target(target: str, source_is_file: bool) -> None:
+    if os.path.exists(target):
+        return
+    if source_is_file:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "a"):
+            pass
+    else:
+        os.makedirs(target, exist_ok=True)
+
+
+def _populate_dev(dev: str) -> None:
+    for name, major, minor in _DEVICES:
+        path = f"{dev}/{name}"
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        os.chmod(path, 0o666)
+    for name, target in _DEV_LINKS:
+        with contextlib.suppress(FileExistsError):
+            os.symlink(target, f"{dev}/{name}")
+
+
+def _do_mounts(root: str, plan: Plan) -> None:
+    for m in plan.mounts:
+        target = _inside(root, m.destination)
+        if m.flags & MS_BIND:
+            src = m.source
+            _make_target(target, not os.path.isdir(src))
+            linux.mount(src, target, None, m.flags & (MS_BIND | MS_REC))
+            extra = m.flags & ~(MS_BIND | MS_REC)
+            if extra:
+                linux.mount(src, target, None, MS_BIND | MS_REMOUNT | extra)
+            continue
+        _make_target(target, False)
+        linux.mount(m.source, target, m.type, m.flags, m.data or None)
+        if m.destination == "/dev" and m.type == "tmpfs":
+            _populate_dev(target)
+
+
+def _mask_and_protect(plan: Plan) -> None:
+    for p in plan.masked_paths:
+        if not os.path.exists(p):
+            continue
+        if os.path.isdir(p):
+            linux.mount("tmpfs", p, "tmpfs", MS_RDONLY)
+        else:
+            linux.mount("/dev/null", p, None, MS_BIND)
+    for p in plan.readonly_paths:
+        if not os.path.exists(p):
+            continue
+        linux.mount(p, p, None, MS_BIND | MS_REC)
+        linux.mount(
+            p, p, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC | MS_NOSUID | MS_NODEV | MS_NOEXEC
+        )
+
+
+def _setup_root(plan: Plan) -> None:
+    root = os.path.realpath(plan.rootfs)
+    linux.mount("none", "/", None, MS_REC | MS_PRIVATE)
+    if plan.overlay_lower:
+        opts = f"lowerdir={':'.join(plan.overlay_lower)}"
+        if plan.overlay_upper:
+            opts += f",upperdir={plan.overlay_upper},workdir={plan.overlay_work}"
+        linux.mount("overlay", root, "overlay", 0, opts)
+    else:
+        linux.mount(root, root, None, MS_BIND | MS_REC)
+    _do_mounts(root, plan)
+    os.chdir(root)
+    linux.pivot_root(".", ".")
+    linux.umount2(".", linux.MNT_DETACH)
+    os.chdir("/")
+    _mask_and_protect(plan)
+    if plan.readonly_root:
+        linux.mount("/", "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+
+
+def _find_exec(plan: Plan) -> str:
+    arg0 = plan.args[0]
+    if "/" in arg0:
+        return arg0
+    path = next(
+        (e[5:] for e in plan.env if e.startswith("PATH=")),
+        "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+    )
+    for d in path.split(":"):
+        cand = os.path.join(d or ".", arg0)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    raise SetupError(f"exec: {arg0!r}: executable file not found in $PATH")
+
+
+def _drop_privileges(plan: Plan) -> None:
+    for cap in range(0, 64):
+        if not (plan.cap_bounding >> cap) & 1:
+            try:
+                linux.prctl(linux.PR_CAPBSET_DROP, cap)
+            except OSError as e:
+                if e.errno == errno.EINVAL:
+                    break
+                raise
+    if plan.uid or plan.gid:
+        linux.prctl(linux.PR_SET_KEEPCAPS, 1)
+    os.setgroups(plan.additional_gids)
+    if plan.gid:
+        os.setgid(plan.gid)
+    if plan.uid:
+        os.setuid(plan.uid)
+    linux.capset(plan.cap_effective, plan.cap_permitted, plan.cap_inheritable)
+    linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
+    for cap in range(0, 64):
+        if (plan.cap_ambient >> cap) & 1:
+            linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, cap)
+
+
+def _app_main(plan: Plan, fds: ChildFds, prepared_seccomp: Any, autostart: bool) -> None:
+    """Runs as the container's application process, up to execve."""
+    try:
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, *FORWARDED):
+            signal.signal(sig, signal.SIG_DFL)
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fds.stdout if fds.stdout >= 0 else null, 1)
+        os.dup2(fds.stderr if fds.stderr >= 0 else null, 2)
+        for kind, soft, hard in plan.rlimits:
+            resource.setrlimit(kind, (soft, hard))
+        env = dict(e.split("=", 1) for e in plan.env if "=" in e)
+        exe = _find_exec(plan)
+        os.chdir(plan.cwd)
+        _drop_privileges(plan)
+        if not autostart:
+            os.write(fds.status_w, b"R")
+            if os.read(fds.fifo, 1) != b"S":
+                os._exit(0)
+        if plan.no_new_privs:
+            linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+        if prepared_seccomp is not None:
+            linux.load_seccomp(prepared_seccomp)
+        os.closerange(3, fds.status_w)
+        linux.close_range_from(fds.status_w + 1)
+        os.execve(exe, plan.args, env)
+    except BaseException as e:  # noqa: BLE001 - reported to the zygote, then exit
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        with contextlib.suppress(OSError):
+            os.write(2, f"gantry-init: {e}\n".encode())
+        with contextlib.suppress(OSError):
+            os.write(fds.status_w, f"E{e}".encode())
+    os._exit(127)
+
+
+def _write_exit(dir_fd: int, code: int) -> None:
+    fd = os.open("exit.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
+    os.write(fd, str(code).encode())
+    os.close(fd)
+    os.rename("exit.tmp", EXIT_FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+def _init_main(
+    plan: Plan, fds: ChildFds, procs: list[str], prepared_seccomp: Any, autostart: bool
+) -> None:
+    """Runs as PID 1 of the new PID namespace."""
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()
+        for p in procs:
+            with open(p, "w") as f:
+                f.write("0")
+        if fds.netns >= 0:
+            linux.setns(fds.netns, linux.CLONE_NEWNET)
+            os.close(fds.netns)
+        elif plan.new_netns:
+            linux.link_up("lo")
+        os.umask(0o022)
+        _setup_root(plan)
+        if plan.hostname:
+            linux.sethostname(plan.hostname)
+    except BaseException as e:  # noqa: BLE001
+        with contextlib.suppress(OSError):
+            os.write(fds.status_w, f"E{e}".encode())
+        os._exit(126)
+    app = os.fork()
+    if app == 0:
+        _app_main(plan, fds, prepared_seccomp, autostart)
+    os.close(fds.status_w)
+    if fds.fifo >= 0:
+        os.close(fds.fifo)
+    for fd in (fds.stdout, fds.stderr):
+        if fd >= 0:
+            os.close(fd)
+    _reap_forever(app, fds.exit_dir)
+
+
+def _reap_forever(app: int, exit_dir: int) -> None:
+    def forward(sig: int, _frame: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.kill(app, sig)
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
+    with contextlib.suppress(OSError):
+        linux.prctl(linux.PR_SET_DUMPABLE, 0)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if pid == app:
+            code = os.waitstatus_to_exitcode(status)
+            code = 128 - code if code < 0 else code
+            with contextlib.suppress(OSError):
+                _write_exit(exit_dir, code)
+            os._exit(code)
+
+
+# --------------------------------------------------------------- zygote side
+
+
+class Zygote:
+    """The serving loop; lives in the forked helper process."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.layout = cgroups.detect()
+        self.seccomp_cache: dict[str, Any] = {}
+        self.children: dict[int, str] = {}  # init pid -> state dir
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def serve(self) -> None:
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(self.wake_w)
+        while True:
+            ready, _, _ = select.select([self.sock.fileno(), self.wake_r], [], [])
+            if self.wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self.wake_r, 4096)
+                self.reap()
+            if self.sock.fileno() in ready:
+                try:
+                    raw = self.sock.recv(MAX_MSG)
+                except InterruptedError:
+                    continue
+                if not raw:
+                    return
+                reply = self.handle(json.loads(raw))
+                self.sock.sendall(json.dumps(reply).encode())
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            state_dir = self.children.pop(pid, None)
+            if state_dir and not os.path.exists(os.path.join(state_dir, EXIT_FILE)):
+                code = os.waitstatus_to_exitcode(status)
+                code = 128 - code if code < 0 else code
+                with contextlib.suppress(OSError):
+                    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+                    try:
+                        _write_exit(fd, code)
+                    finally:
+                        os.close(fd)
+
+    def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        op = req.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "create":
+            try:
+                return self.create(req)
+            except (OSError, SetupError, ValueError) as e:
+                return {"ok": False, "error": str(e)}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def _seccomp(self, hexprog: str) -> Any:
+        if not hexprog:
+            return None
+        if hexprog not in self.seccomp_cache:
+            self.seccomp_cache[hexprog] = linux.prepare_seccomp(bytes.fromhex(hexprog))
+        return self.seccomp_cache[hexprog]
+
+    def create(self, req: dict[str, Any]) -> dict[str, Any]:
+        plan = Plan.from_json(req["plan"])
+        state_dir = str(req["state_dir"])
+        autostart = bool(req.get("autostart"))
+        procs = (
+            cgroups.create(self.layout, plan.cgroups_path, plan.resources)
+            if plan.cgroups_path
+            else []
+        )
+        opened: list[int] = []
+
+        def track(fd: int) -> int:
+            opened.append(fd)
+            return fd
+
+        try:
+            log_flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+            status_r, status_w = os.pipe2(os.O_CLOEXEC)
+            track(status_r)
+            fds = ChildFds(
+                status_w=track(status_w),
+                exit_dir=track(os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)),
+                stdout=track(os.open(req["stdout"], log_flags, 0o640)) if req.get("stdout") else -1,
+                stderr=track(os.open(req["stderr"], log_flags, 0o640)) if req.get("stderr") else -1,
+                netns=track(os.open(plan.netns_path, os.O_RDONLY | os.O_CLOEXEC))
+                if plan.netns_path
+                else -1,
+                fifo=-1,
+            )
+            if not autostart:
+                fifo = os.path.join(state_dir, FIFO_FILE)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(fifo)
+                os.mkfifo(fifo, 0o600)
+                fds.fifo = track(os.open(fifo, os.O_RDWR | os.O_CLOEXEC))
+            prepared = self._seccomp(plan.seccomp_hex)
+            flags = linux.CLONE_NEWPID | linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+            if plan.new_netns:
+                flags |= linux.CLONE_NEWNET
+            pid = linux.clone(flags)
+            if pid == 0:
+                try:
+                    os.close(status_r)
+                    self.sock.close()
+                    os.close(self.wake_r)
+                    os.close(self.wake_w)
+                    _init_main(plan, fds, procs, prepared, autostart)
+                finally:
+                    os._exit(125)
+            self.children[pid] = state_dir
+            start_time = linux.start_time(pid)
+            os.close(status_w)
+            opened.remove(status_w)
+            msg = self._read_status(status_r, autostart)
+        finally:
+            for fd in opened:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        if msg.startswith(b"E"):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            return {"ok": False, "error": msg[1:].decode(errors="replace"), "pid": pid}
+        return {"ok": True, "pid": pid, "start_time": start_time}
+
+    @staticmethod
+    def _read_status(fd: int, autostart: bool) -> bytes:
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except InterruptedError:
+                continue
+            if not chunk:
+                return buf
+            buf += chunk
+            if not autostart and buf == b"R":
+                return buf
+
+
+def zygote_main(sock: socket.socket) -> None:
+    """Entry point in the forked helper; never returns."""
+    code = 0
+    try:
+        os.setsid()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        Zygote(sock).serve()
+    except BaseException as e:  # noqa: BLE001
+        with contextlib.suppress(OSError):
+            sys.stderr.write(f"gantry zygote: {e!r}\n")
+        code = 1
+    os._exit(code)
