@@ -1,0 +1,213 @@
+"""Running a build's RUN step in a container, through the Runtime seam.
+
+`step_runtime()` is the one place that chooses the runtime for RUN steps:
+today a minimal runc wrapper (create+start+wait via `runc run`), to be
+switched to agent/runtime's Core once it is ready. `run_step` writes an OCI
+runtime-spec bundle for a rootfs that is already an overlay mount, runs the
+command with the image's env, working dir and user, and returns the exit
+code and the tail of the output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.runtime.base import ContainerIO, ContainerState, Runtime
+
+CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]  # fmt: skip
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class RuncOnce:
+    """The smallest Runtime that runs a bundle to completion with runc (build steps only)."""
+
+    name = "runc"
+
+    def __init__(self, state_root: Path) -> None:
+        self.state_root = state_root
+
+    async def run(self, container_id: str, bundle: Path, io: ContainerIO) -> int:
+        runc = shutil.which("runc")
+        if runc is None:
+            raise FileNotFoundError(
+                "runc not found on PATH: install it with 'apt-get install runc'"
+            )
+        out = await asyncio.to_thread(open, io.stdout, "ab") if io.stdout else None
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                runc, "--root", str(self.state_root), "run", "--bundle", str(bundle), container_id,
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+            )  # fmt: skip
+            try:
+                return await proc.wait()
+            except asyncio.CancelledError:
+                await self.delete(container_id, force=True)
+                raise
+        finally:
+            if out:
+                out.close()
+
+    async def delete(self, container_id: str, *, force: bool = False) -> None:
+        runc = shutil.which("runc") or "runc"
+        proc = await asyncio.create_subprocess_exec(
+            runc, "--root", str(self.state_root), "delete", *(["--force"] if force else []), container_id,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        await proc.wait()
+
+    async def create(self, container_id: str, bundle: Path, io: ContainerIO) -> None:
+        raise NotImplementedError
+
+    async def start(self, container_id: str) -> None:
+        raise NotImplementedError
+
+    async def state(self, container_id: str) -> ContainerState:
+        raise NotImplementedError
+
+    async def kill(self, container_id: str, signal: int) -> None:
+        raise NotImplementedError
+
+    async def wait(self, container_id: str) -> int:
+        raise NotImplementedError
+
+    async def list(self) -> list[ContainerState]:
+        return []
+
+
+def step_runtime(state_root: Path) -> Runtime:
+    """The runtime RUN steps use. Switch to agent.runtime.core.Core here when it is ready."""
+    return RuncOnce(state_root)
+
+
+def _lookup_id(rootfs: Path, file: str, name: str) -> tuple[int, int] | None:
+    try:
+        lines = (rootfs / "etc" / file).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) >= 4 and fields[0] == name and fields[2].isdigit():
+            return int(fields[2]), int(fields[3]) if fields[3].isdigit() else 0
+    return None
+
+
+def resolve_user(rootfs: Path, user: str) -> tuple[int, int]:
+    """'name[:group]' or 'uid[:gid]' -> (uid, gid) using the image's /etc/passwd and /etc/group."""
+    if not user:
+        return 0, 0
+    name, _, group = user.partition(":")
+    if name.isdigit():
+        uid, gid = int(name), 0
+    else:
+        found = _lookup_id(rootfs, "passwd", name)
+        if found is None:
+            raise ValueError(f"user {name!r} not in the image's /etc/passwd")
+        uid, gid = found
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            g = _lookup_id(rootfs, "group", group)
+            if g is None:
+                raise ValueError(f"group {group!r} not in the image's /etc/group")
+            gid = g[0]
+    return uid, gid
+
+
+def bundle_config(
+    rootfs: Path, *, argv: list[str], env: list[str], cwd: str, uid: int, gid: int, hostname: str
+) -> dict[str, Any]:
+    if not any(e.startswith("PATH=") for e in env):
+        env = [DEFAULT_PATH, *env]
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": uid, "gid": gid},
+            "args": argv,
+            "env": env,
+            "cwd": cwd or "/",
+            "capabilities": {k: CAPS for k in ("bounding", "effective", "permitted")},
+            "noNewPrivileges": True,
+        },
+        "root": {"path": str(rootfs), "readonly": False},
+        "hostname": hostname,
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {
+                "destination": "/dev",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+            },
+            {
+                "destination": "/dev/pts",
+                "type": "devpts",
+                "source": "devpts",
+                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+            },
+            {
+                "destination": "/dev/shm",
+                "type": "tmpfs",
+                "source": "shm",
+                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            },
+            {
+                "destination": "/sys",
+                "type": "sysfs",
+                "source": "sysfs",
+                "options": ["nosuid", "noexec", "nodev", "ro"],
+            },
+        ],
+        "linux": {
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            "readonlyPaths": [
+                "/proc/bus",
+                "/proc/fs",
+                "/proc/irq",
+                "/proc/sys",
+                "/proc/sysrq-trigger",
+            ],
+        },
+    }
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    exit_code: int
+    output_tail: str
+
+
+async def run_step(
+    runtime: Runtime,
+    rootfs: Path,
+    bundle_dir: Path,
+    *,
+    argv: list[str],
+    env: list[str],
+    cwd: str,
+    user: str,
+) -> StepOutcome:
+    """Run argv in a container whose root is `rootfs`; the bundle lives in bundle_dir."""
+    uid, gid = resolve_user(rootfs, user)
+    await asyncio.to_thread(bundle_dir.mkdir, parents=True, exist_ok=True)
+    container_id = "gantry-build-" + secrets.token_hex(4)
+    config = bundle_config(
+        rootfs, argv=argv, env=env, cwd=cwd, uid=uid, gid=gid, hostname=container_id[:63]
+    )
+    (bundle_dir / "config.json").write_text(json.dumps(config))
+    log = bundle_dir / "output.log"
+    code = await runtime.run(container_id, bundle_dir, ContainerIO(stdout=log, stderr=log))
+    tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+    return StepOutcome(code, " | ".join(tail))
