@@ -158,28 +158,16 @@ async def wait_pid_exit(pid: int, start_time: int) -> None:
         os.close(pidfd)
 
 
-class Core:
-    """The Runtime protocol over Gantry's own isolation core."""
+class ContainerFiles:
+    """Per-container state on disk, shared by the core and the runc runtime."""
 
-    name = "core"
+    name = "files"
 
-    def __init__(self, client: ZygoteClient, *, state_dir: Path, prefix: str = "gantry") -> None:
-        self.client = client
+    def __init__(self, *, state_dir: Path, prefix: str = "gantry") -> None:
         self.state_dir = Path(state_dir)
         self.prefix = prefix
         self.layout = cgroups.detect()
         (self.state_dir / "containers").mkdir(parents=True, exist_ok=True)
-
-    @classmethod
-    def prefork(cls, *, state_dir: Path, prefix: str = "gantry") -> Core:
-        """Fork the zygote now (no threads may exist yet) and return the Core."""
-        return cls(ZygoteClient.fork(), state_dir=state_dir, prefix=prefix)
-
-    def close(self) -> None:
-        """Stop the zygote. Containers keep running; a new Core adopts them."""
-        self.client.close()
-
-    # ------------------------------------------------------------ files
 
     def _dir(self, cid: str) -> Path:
         return self.state_dir / "containers" / check_id(cid)
@@ -210,8 +198,10 @@ class Core:
         bundle = Path(data.get("bundle", ""))
         if data.get("creating"):
             return ContainerState(cid, Status.CREATING, 0, bundle)
-        pid, st = int(data["pid"]), int(data["start_time"])
+        pid, st = int(data.get("pid", 0)), int(data.get("start_time", 0))
         code = self._exit_code(cid)
+        if pid == 0 and code is None:
+            return ContainerState(cid, Status.CREATED, 0, bundle)
         alive = (
             code is None
             and linux.start_time(pid) == st
@@ -224,6 +214,48 @@ class Core:
         if code is None and linux.start_time(pid) != st:
             code = KILLED_EXIT  # init gone and nobody could record why
         return ContainerState(cid, Status.STOPPED, 0, bundle, code)
+
+    async def _wait_code(
+        self, cid: str, pid: int, start_time: int, *, grace: float = 1.0, early_out: bool = True
+    ) -> int:
+        """Wait for the process to go, then for its exit code file (a little)."""
+        await wait_pid_exit(pid, start_time)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            code = self._exit_code(cid)
+            if code is not None:
+                return code
+            if early_out and linux.start_time(pid) != start_time:
+                break  # reaped and still no file: nobody recorded it
+            await asyncio.sleep(0.005)
+        code = self._exit_code(cid)
+        return KILLED_EXIT if code is None else code
+
+    async def list(self) -> list[ContainerState]:
+        out = []
+        for d in sorted((self.state_dir / "containers").iterdir()):
+            with contextlib.suppress(ContainerNotFound, RuntimeError_, KeyError, ValueError):
+                out.append(self._state_of(d.name, self._read(d.name)))
+        return out
+
+
+class Core(ContainerFiles):
+    """The Runtime protocol over Gantry's own isolation core."""
+
+    name = "core"
+
+    def __init__(self, client: ZygoteClient, *, state_dir: Path, prefix: str = "gantry") -> None:
+        super().__init__(state_dir=state_dir, prefix=prefix)
+        self.client = client
+
+    @classmethod
+    def prefork(cls, *, state_dir: Path, prefix: str = "gantry") -> Core:
+        """Fork the zygote now (no threads may exist yet) and return the Core."""
+        return cls(ZygoteClient.fork(), state_dir=state_dir, prefix=prefix)
+
+    def close(self) -> None:
+        """Stop the zygote. Containers keep running; a new Core adopts them."""
+        self.client.close()
 
     # ------------------------------------------------------------ verbs
 
@@ -305,17 +337,7 @@ class Core:
         data = self._read(container_id)
         if data.get("creating"):
             raise RuntimeError_(f"container {container_id!r} is still being created")
-        await wait_pid_exit(int(data["pid"]), int(data["start_time"]))
-        # The init writes `exit` before it exits; after SIGKILL the zygote does, just after.
-        for _ in range(200):
-            code = self._exit_code(container_id)
-            if code is not None:
-                return code
-            if linux.start_time(int(data["pid"])) != int(data["start_time"]):
-                break  # reaped and still no file: nobody recorded it
-            await asyncio.sleep(0.005)
-        code = self._exit_code(container_id)
-        return KILLED_EXIT if code is None else code
+        return await self._wait_code(container_id, int(data["pid"]), int(data["start_time"]))
 
     async def delete(self, container_id: str, *, force: bool = False) -> None:
         data = self._read(container_id)
@@ -338,10 +360,3 @@ class Core:
     async def run(self, container_id: str, bundle: Path, io: ContainerIO) -> int:
         await self.create(container_id, bundle, io, autostart=True)
         return await self.wait(container_id)
-
-    async def list(self) -> list[ContainerState]:
-        out = []
-        for d in sorted((self.state_dir / "containers").iterdir()):
-            with contextlib.suppress(ContainerNotFound, RuntimeError_, KeyError, ValueError):
-                out.append(self._state_of(d.name, self._read(d.name)))
-        return out
