@@ -326,6 +326,21 @@ class RegistryClient:
         self.store.tag(str(ref), digest)
         return digest
 
+    async def remote_digest(self, ref_text: str) -> str | None:
+        """The digest the registry holds for `ref_text`, or None if it has no such tag."""
+        ref = parse_ref(ref_text)
+        headers = {"Accept": ACCEPT}
+        async with self._request(
+            "HEAD", ref, f"manifests/{ref.reference}", headers=headers
+        ) as resp:
+            if resp.status == 404:
+                return None
+            if resp.status != 200:
+                raise ImageError(
+                    f"{ref}: registry {ref.registry} answered {resp.status} for the manifest"
+                )
+            return resp.headers.get("Docker-Content-Digest") or ref.digest or "unknown"
+
     # -- push ----------------------------------------------------------------
     async def _blob_exists(self, ref: Ref, digest: str) -> bool:
         async with self._request("HEAD", ref, f"blobs/{digest}", push=True) as resp:

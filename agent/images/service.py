@@ -39,7 +39,9 @@ class Images:
             return await self.client.pull(ref)
         return None
 
-    async def resolve(self, ref: str, *, pull: bool = True, progress: Progress | None = None) -> Image:
+    async def resolve(
+        self, ref: str, *, pull: bool = True, progress: Progress | None = None
+    ) -> Image:
         """Config + layer dirs (lowest first) of `ref`, pulling it when missing and `pull`."""
         if self.store.lookup(ref) is None:
             if not pull or not parse_ref(ref).registry:
@@ -50,13 +52,19 @@ class Images:
     async def pull(self, ref: str, *, progress: Progress | None = None) -> str:
         return await self.client.pull(ref, progress=progress)
 
-    async def push(self, ref: str, *, source: str | None = None, progress: Progress | None = None) -> str:
+    async def push(
+        self, ref: str, *, source: str | None = None, progress: Progress | None = None
+    ) -> str:
         return await self.client.push(ref, source=source, progress=progress)
 
-    async def build(self, context: Path, tag: str, *, gantryfile: Path | None = None) -> BuildResult:
+    async def build(
+        self, context: Path, tag: str, *, gantryfile: Path | None = None
+    ) -> BuildResult:
         return await self.builder.build(context, tag, gantryfile=gantryfile)
 
-    async def import_rootfs(self, source: Path, tag: str, *, config: dict[str, Any] | None = None) -> str:
+    async def import_rootfs(
+        self, source: Path, tag: str, *, config: dict[str, Any] | None = None
+    ) -> str:
         return await self.builder.import_rootfs(source, tag, config=config)
 
     def list(self) -> list[ImageInfo]:
@@ -65,5 +73,7 @@ class Images:
     def remove(self, ref: str, *, in_use: Collection[str] = ()) -> None:
         self.store.remove(ref, in_use=in_use)
 
-    def prune(self, *, keep: Collection[str] | None = None, build_cache: bool = False) -> PruneResult:
+    def prune(
+        self, *, keep: Collection[str] | None = None, build_cache: bool = False
+    ) -> PruneResult:
         return self.store.prune(keep=keep, build_cache=build_cache)
