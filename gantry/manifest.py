@@ -397,7 +397,7 @@ def _step(ctx: _Ctx, v: Any, path: str) -> Any:
         return ctx.err(path, f"expected a step (setWeight, pause or analysis), got {_got(v)}")
     out = _object({"setWeight": _int(0, 100), "pause": _pause, "analysis": _analysis})(ctx, v, path)
     kinds = [k for k in _STEP_KINDS if k in v]
-    if len(kinds) != 1:
+    if len(kinds) != 1 and all(k in _STEP_KINDS for k in v):
         return ctx.err(path, "expected exactly one of setWeight, pause, analysis per step")
     if out is MISSING:
         return out
@@ -469,7 +469,11 @@ _spec = _object(
         "revisionHistoryLimit": _int(0),
     },
     required=("template",),
-    defaults={"replicas": 1, "revisionHistoryLimit": 10},
+    defaults={
+        "replicas": 1,
+        "revisionHistoryLimit": 10,
+        "strategy": lambda: _strategy(_Ctx({}, ""), {}, "spec.strategy"),
+    },
 )
 
 _metadata = _object(
@@ -594,10 +598,16 @@ class _Composer:
         return self.constructor.construct_object(node, deep=True)
 
 
+def _blank(node: yaml.Node | None) -> bool:
+    return node is None or (
+        isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null") and not node.value
+    )
+
+
 def load_manifests(text: str, filename: str = "<manifest>") -> list[dict[str, Any]]:
     """Parse and validate every document of a manifest file; ManifestError lists all problems."""
     try:
-        nodes = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader) if n is not None]
+        nodes = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader) if not _blank(n)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
