@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from controller import keys
 from controller.errors import NotLeader, StoreUnavailable
@@ -133,3 +134,9 @@ class Election:
     async def resign(self) -> None:
         """Give up leadership now (graceful shutdown): revoke happens in _term."""
         self.store.fence = None
+
+
+def require_leader(election: Election, leader_record: Mapping[str, Any] | None) -> None:
+    """Raise NotLeader (naming the current leader's address) unless we lead."""
+    if not election.is_leader:
+        raise NotLeader(str((leader_record or {}).get("address", "")))

@@ -8,9 +8,17 @@ errors meet gRPC codes.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
 import grpc
 
 from gantry.client import not_leader_details
+
+log = logging.getLogger(__name__)
 
 
 class GantryError(Exception):
@@ -72,3 +80,46 @@ def status_code(exc: BaseException) -> grpc.StatusCode:
         if cls in STATUS_CODES:
             return STATUS_CODES[cls]  # type: ignore[index]
     return grpc.StatusCode.INTERNAL
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def unary(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Wrap a unary servicer method: domain errors become status codes, never tracebacks."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await fn(self, request, context)
+        except GantryError as exc:
+            await context.abort(status_code(exc), one_line(exc))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            log.exception("%s failed", fn.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{fn.__name__}: {one_line(exc)}")
+
+    return wrapper
+
+
+def streaming(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    """Wrap a server-streaming servicer method like `unary`."""
+
+    @functools.wraps(fn)
+    async def wrapper(
+        self: Any, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except GantryError as exc:
+            await context.abort(status_code(exc), one_line(exc))
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            log.exception("%s failed", fn.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"{fn.__name__}: {one_line(exc)}")
+
+    return wrapper

@@ -348,3 +348,55 @@ class Informer:
                 log.warning("informer %s: %s; relisting", self.name, exc)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+
+class Mirror:
+    """Informers over the prefixes the servers stream from, with one change counter.
+
+    `version` grows on every change; stream handlers `wait_change` and then
+    re-send their whole view.
+    """
+
+    PREFIXES = {
+        "deployments": keys.DEPLOYMENTS,
+        "replicas": keys.REPLICAS,
+        "nodes": keys.NODES,
+        "heartbeats": keys.HEARTBEATS,
+        "rollouts": keys.ROLLOUTS,
+        "leader": keys.LEADER,
+    }
+
+    def __init__(self, store: Store) -> None:
+        self.informers = {n: Informer(store, p, name=n) for n, p in self.PREFIXES.items()}
+        self.version = 0
+        self._event = asyncio.Event()
+        for inf in self.informers.values():
+            inf.listen(self._bump)
+
+    def __getitem__(self, name: str) -> dict[str, Json]:
+        return self.informers[name].items
+
+    def _bump(self, key: str, value: Json | None) -> None:
+        self.version += 1
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def wait_change(self, seen: int, wait: float | None = None) -> int:
+        """Wait until version > seen (or `wait` seconds); the current version."""
+        while self.version <= seen:
+            try:
+                async with asyncio.timeout(wait):
+                    await self._event.wait()
+            except TimeoutError:
+                break
+        return self.version
+
+    async def wait_synced(self) -> None:
+        for inf in self.informers.values():
+            await inf.synced.wait()
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [
+            asyncio.create_task(inf.run(), name=f"informer-{name}")
+            for name, inf in self.informers.items()
+        ]

@@ -1,0 +1,421 @@
+"""The Cluster gRPC service: what the CLI and the dashboard call.
+
+Owns the conversion between Cluster messages and deployment records, and
+the Apply semantics: validate every document first (nothing is written when
+one is invalid), then per deployment decide created / configured /
+unchanged, bump `generation` on any change and the revision (with a
+/gantry/revisions record) when the template changes, and write with a
+compare on the record's mod_revision (retried on conflict). Reads come from
+the Mirror; Describe adds the deployment's events and pending reasons.
+Only the leader answers (standbys: FAILED_PRECONDITION naming the leader).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from google.protobuf import json_format
+
+from controller import keys
+from controller.election import Election, require_leader
+from controller.errors import Conflict, Invalid, NotFound, Unimplemented, streaming, unary
+from controller.events import Events, iso
+from controller.loop import node_capacity, replica_state, status_of
+from controller.model import Capacity, template_hash
+from controller.nodes import alive_nodes
+from controller.store import Delete, Json, Mirror, ModIs, Op, Put, Store
+from gantry.manifest import ManifestError, canonical_deployment
+from gantry.v1 import cluster_pb2, cluster_pb2_grpc, types_pb2
+
+API_VERSION = "gantry/v1"
+SERVER_META = ("generation", "uid", "createdAt")
+
+
+def validate(doc: Json) -> Json:
+    """The canonical deployment dict, or Invalid naming each error's field path."""
+    doc = {k: v for k, v in doc.items() if k != "status"}
+    doc.setdefault("apiVersion", API_VERSION)
+    doc.setdefault("kind", "Deployment")
+    meta = {k: v for k, v in (doc.get("metadata") or {}).items() if k not in SERVER_META}
+    doc["metadata"] = meta
+    name = meta.get("name") or "?"
+    try:
+        return dict(canonical_deployment(doc))
+    except ManifestError as exc:
+        raise Invalid(f"deployment {name}: " + "; ".join(exc.errors)) from None
+
+
+def desired_of(doc: Json) -> Json:
+    """The parts of a deployment a user writes: what Apply compares."""
+    meta = doc.get("metadata") or {}
+    return {
+        "metadata": {"name": meta.get("name", ""), "labels": meta.get("labels") or {}},
+        "spec": doc.get("spec") or {},
+    }
+
+
+def applied_record(doc: Json, old: Json | None, *, now: float) -> tuple[str, Json, bool]:
+    """(action, new record, template changed) for applying `doc` over `old` (pure)."""
+    want = desired_of(doc)
+    if old is not None and desired_of(old) == want:
+        return "unchanged", old, False
+    old_meta = (old or {}).get("metadata") or {}
+    old_status = (old or {}).get("status") or {}
+    new_hash = template_hash(want["spec"].get("template") or {})
+    changed = old is None or old_status.get("templateHash") != new_hash
+    revision = int(old_status.get("revision", 0)) + (1 if changed else 0)
+    rec = {
+        "apiVersion": API_VERSION,
+        "kind": "Deployment",
+        "metadata": {
+            **want["metadata"],
+            "generation": int(old_meta.get("generation", 0)) + 1,
+            "uid": old_meta.get("uid") or uuid.uuid4().hex,
+            "createdAt": old_meta.get("createdAt") or iso(now),
+        },
+        "spec": want["spec"],
+        "status": {"revision": max(1, revision), "templateHash": new_hash},
+    }
+    return ("created" if old is None else "configured"), rec, changed
+
+
+def deployment_proto(rec: Json, replicas: list[Json]) -> types_pb2.Deployment:
+    out = types_pb2.Deployment()
+    body = {k: v for k, v in rec.items() if k != "status"}
+    json_format.ParseDict(body, out, ignore_unknown_fields=True)
+    status = {k: v for k, v in status_of(rec, replicas).items() if k != "templateHash"}
+    json_format.ParseDict(status, out.status, ignore_unknown_fields=True)
+    return out
+
+
+def replica_proto(rec: Json) -> types_pb2.Replica:
+    return json_format.ParseDict(rec, types_pb2.Replica(), ignore_unknown_fields=True)
+
+
+class ClusterService(cluster_pb2_grpc.ClusterServicer):
+    def __init__(
+        self,
+        store: Store,
+        mirror: Mirror,
+        election: Election,
+        *,
+        events: Events,
+        pending: Callable[[str], str] = lambda name: "",
+        heartbeats: Callable[[], dict[str, float]] = dict,
+    ) -> None:
+        self.store = store
+        self.mirror = mirror
+        self.election = election
+        self.events = events
+        self.pending = pending
+        self.heartbeats = heartbeats
+
+    def _guard(self) -> None:
+        require_leader(self.election, self.mirror["leader"].get(keys.LEADER))
+
+    def _replicas(self, deployment: str = "", node: str = "") -> list[Json]:
+        out = [
+            r
+            for r in self.mirror["replicas"].values()
+            if (not deployment or r.get("deployment") == deployment)
+            and (not node or r.get("node") == node)
+        ]
+        return sorted(out, key=lambda r: (str(r.get("deployment")), str(r.get("name"))))
+
+    def _deployment(self, name: str) -> Json:
+        rec = self.mirror["deployments"].get(keys.deployment(name))
+        if rec is None:
+            raise NotFound(f"deployment {name!r} not found")
+        return rec
+
+    # -- writes -----------------------------------------------------------
+
+    @unary
+    async def Apply(self, request: cluster_pb2.ApplyRequest, context: Any) -> Any:
+        self._guard()
+        docs, errors = [], []
+        for i, d in enumerate(request.deployments):
+            try:
+                docs.append(validate(json_format.MessageToDict(d)))
+            except Invalid as exc:
+                errors.append(
+                    f"document {i + 1}: {exc}" if len(request.deployments) > 1 else str(exc)
+                )
+        if errors:
+            raise Invalid("; ".join(errors))
+        out = cluster_pb2.ApplyResponse()
+        for doc in docs:
+            action = await self._apply_one(doc, dry_run=request.dry_run)
+            out.results.add(kind="Deployment", name=doc["metadata"]["name"], action=action)
+        return out
+
+    async def _apply_one(self, doc: Json, *, dry_run: bool) -> str:
+        name = doc["metadata"]["name"]
+        key = keys.deployment(name)
+        for _ in range(10):
+            item = await self.store.get(key)
+            action, rec, changed = applied_record(
+                doc, item.value if item else None, now=time.time()
+            )
+            if dry_run or action == "unchanged":
+                return action
+            ops: list[Op] = [Put(key, rec)]
+            if changed:
+                rev = rec["status"]["revision"]
+                template = rec["spec"].get("template") or {}
+                cause = "created" if item is None else "template changed"
+                ops.append(
+                    Put(keys.revision(name, rev), {"revision": rev, "template": template, "createdAt": iso(time.time()), "cause": cause})
+                )  # fmt: skip
+            try:
+                await self.store.txn([ModIs(key, item.mod_revision if item else 0)], ops)
+            except Conflict:
+                continue
+            await self.events.record(
+                "deployment",
+                name,
+                action.capitalize(),
+                f"{action} (generation {rec['metadata']['generation']})",
+            )
+            return action
+        raise Conflict(f"deployment {name}: too many concurrent writes")
+
+    @unary
+    async def Delete(self, request: cluster_pb2.DeleteRequest, context: Any) -> Any:
+        self._guard()
+        kind = (request.kind or "deployment").lower()
+        if kind in ("deployment", "deployments", "deploy"):
+            item = await self.store.get(keys.deployment(request.name))
+            if item is None:
+                raise NotFound(f"deployment {request.name!r} not found")
+            await self.store.txn(
+                [ModIs(item.key, item.mod_revision)],
+                [Delete(item.key), Delete(keys.rollout(request.name))],
+            )
+            return cluster_pb2.DeleteResponse(deleted=True)
+        if kind in ("node", "nodes"):
+            item = await self.store.get(keys.node(request.name))
+            if item is None:
+                raise NotFound(f"node {request.name!r} not found")
+            hb = await self.store.get(keys.heartbeat(request.name))
+            await self.store.txn([], [Delete(item.key), Delete(keys.heartbeat(request.name))])
+            if hb is not None and hb.lease:
+                await self.store.revoke(hb.lease)
+            return cluster_pb2.DeleteResponse(deleted=True)
+        raise Invalid(f"delete: unknown kind {request.kind!r} (expected deployment or node)")
+
+    @unary
+    async def Scale(self, request: cluster_pb2.ScaleRequest, context: Any) -> Any:
+        self._guard()
+        if request.replicas < 0:
+            raise Invalid(
+                f"scale {request.name}: replicas: expected an integer >= 0, got {request.replicas}"
+            )
+        key = keys.deployment(request.name)
+
+        def scale(cur: Json | None) -> Json | None:
+            if cur is None:
+                raise NotFound(f"deployment {request.name!r} not found")
+            if (cur.get("spec") or {}).get("replicas") == request.replicas:
+                return cur
+            new = copy.deepcopy(cur)
+            new.setdefault("spec", {})["replicas"] = request.replicas
+            meta = new.setdefault("metadata", {})
+            meta["generation"] = int(meta.get("generation", 1)) + 1
+            return new
+
+        rec = await self.store.update(key, scale)
+        await self.events.record(
+            "deployment", request.name, "Scaled", f"scaled to {request.replicas}"
+        )
+        return cluster_pb2.ScaleResponse(
+            deployment=deployment_proto(rec or {}, self._replicas(request.name))
+        )
+
+    # -- reads ------------------------------------------------------------
+
+    @unary
+    async def Get(self, request: cluster_pb2.GetRequest, context: Any) -> Any:
+        self._guard()
+        return deployment_proto(self._deployment(request.name), self._replicas(request.name))
+
+    @unary
+    async def List(self, request: cluster_pb2.ListRequest, context: Any) -> Any:
+        self._guard()
+        out = cluster_pb2.ListResponse()
+        for key, rec in sorted(self.mirror["deployments"].items()):
+            name = keys.tail(keys.DEPLOYMENTS, key)
+            out.deployments.append(deployment_proto(rec, self._replicas(name)))
+        return out
+
+    def _nodes(self) -> list[types_pb2.Node]:
+        alive = alive_nodes(self.mirror["heartbeats"])
+        beats = self.heartbeats()
+        used: dict[str, Capacity] = {}
+        for r in self.mirror["replicas"].values():
+            st = replica_state(r)
+            if st.node and not st.gone:
+                used[st.node] = used.get(st.node, Capacity()) + st.requests
+        out = []
+        for rec in sorted(self.mirror["nodes"].values(), key=lambda r: str(r.get("name"))):
+            node = json_format.ParseDict(rec, types_pb2.Node(), ignore_unknown_fields=True)
+            node.status = "Ready" if node.name in alive else "NotReady"
+            a = used.get(node.name, Capacity())
+            node.allocated.CopyFrom(
+                types_pb2.Capacity(
+                    cpu_millis=a.cpu_millis, memory_bytes=a.memory_bytes, pods=a.pods
+                )
+            )
+            cap = node_capacity(rec)
+            node.capacity.pods = cap.pods
+            if node.name in beats:
+                node.last_heartbeat = iso(beats[node.name])
+            out.append(node)
+        return out
+
+    @unary
+    async def ListNodes(self, request: cluster_pb2.ListNodesRequest, context: Any) -> Any:
+        self._guard()
+        return cluster_pb2.ListNodesResponse(nodes=self._nodes())
+
+    @unary
+    async def ListReplicas(self, request: cluster_pb2.ListReplicasRequest, context: Any) -> Any:
+        self._guard()
+        reps = self._replicas(request.deployment, request.node)
+        return cluster_pb2.ListReplicasResponse(replicas=[replica_proto(r) for r in reps])
+
+    @unary
+    async def Describe(self, request: cluster_pb2.DescribeRequest, context: Any) -> Any:
+        self._guard()
+        kind = (request.kind or "deployment").lower().rstrip("s")
+        out = cluster_pb2.DescribeResponse()
+        if kind in ("deployment", "deploy"):
+            rec = self._deployment(request.name)
+            reps = self._replicas(request.name)
+            out.deployment.CopyFrom(deployment_proto(rec, reps))
+            out.replicas.extend(replica_proto(r) for r in reps)
+            ro = self.mirror["rollouts"].get(keys.rollout(request.name))
+            if ro:
+                json_format.ParseDict(ro, out.rollout, ignore_unknown_fields=True)
+            events = await self.events.list("deployment", request.name)
+            pending = self.pending(request.name)
+            if pending:
+                events.append(
+                    {
+                        "object": f"deployment/{request.name}",
+                        "type": "Warning",
+                        "reason": "Pending",
+                        "message": pending,
+                        "count": 1,
+                    }
+                )
+        elif kind == "node":
+            match = [n for n in self._nodes() if n.name == request.name]
+            if not match:
+                raise NotFound(f"node {request.name!r} not found")
+            out.node.CopyFrom(match[0])
+            out.replicas.extend(replica_proto(r) for r in self._replicas(node=request.name))
+            events = await self.events.list("node", request.name)
+        else:
+            raise Invalid(f"describe: unknown kind {request.kind!r} (expected deployment or node)")
+        for ev in events:
+            out.events.append(
+                json_format.ParseDict(ev, types_pb2.Event(), ignore_unknown_fields=True)
+            )
+        return out
+
+    @streaming
+    async def Watch(
+        self, request: cluster_pb2.WatchRequest, context: Any
+    ) -> AsyncIterator[cluster_pb2.WatchEvent]:
+        self._guard()
+        kind = (request.kind or "deployments").lower().rstrip("s") + "s"
+        if kind not in ("deployments", "replicas", "nodes"):
+            raise Invalid(
+                f"watch: unknown kind {request.kind!r} (expected deployments, replicas or nodes)"
+            )
+        await self.mirror.wait_synced()
+        last: dict[str, bytes] = {}
+        while True:
+            version = self.mirror.version
+            current = self._watch_view(kind, request.name)
+            for name, msg in current.items():
+                body = msg.SerializeToString()
+                if last.get(name) != body:
+                    yield self._watch_event("ADDED" if name not in last else "MODIFIED", kind, msg)
+            for name in last.keys() - current.keys():
+                yield self._watch_event("DELETED", kind, self._empty(kind, name))
+            last = {n: m.SerializeToString() for n, m in current.items()}
+            await self.mirror.wait_change(version, wait=5.0)
+            self._guard()
+
+    def _watch_view(self, kind: str, name: str) -> dict[str, Any]:
+        if kind == "deployments":
+            return {
+                n: deployment_proto(rec, self._replicas(n))
+                for key, rec in self.mirror["deployments"].items()
+                if (n := keys.tail(keys.DEPLOYMENTS, key)) and (not name or n == name)
+            }
+        if kind == "replicas":
+            return {str(r.get("name")): replica_proto(r) for r in self._replicas(name)}
+        return {n.name: n for n in self._nodes() if not name or n.name == name}
+
+    @staticmethod
+    def _empty(kind: str, name: str) -> Any:
+        if kind == "deployments":
+            return types_pb2.Deployment(metadata=types_pb2.ObjectMeta(name=name))
+        if kind == "replicas":
+            return types_pb2.Replica(name=name)
+        return types_pb2.Node(name=name)
+
+    @staticmethod
+    def _watch_event(type_: str, kind: str, msg: Any) -> cluster_pb2.WatchEvent:
+        field = {"deployments": "deployment", "replicas": "replica", "nodes": "node"}[kind]
+        ev = cluster_pb2.WatchEvent(type=type_)
+        getattr(ev, field).CopyFrom(msg)
+        return ev
+
+    @unary
+    async def Leader(self, request: cluster_pb2.LeaderRequest, context: Any) -> Any:
+        rec = self.mirror["leader"].get(keys.LEADER) or {}
+        if self.election.is_leader:
+            rec = {"id": self.election.ident, "address": self.election.address}
+        return cluster_pb2.LeaderResponse(
+            leader_id=str(rec.get("id", "")),
+            leader_address=str(rec.get("address", "")),
+            is_leader=self.election.is_leader,
+        )
+
+    # -- rollouts: wired by the rollout engine ---------------------------
+
+    async def _rollout_unimplemented(self) -> Any:
+        self._guard()
+        raise Unimplemented("rollouts are not served by this controller yet")
+
+    @unary
+    async def RolloutStatus(self, request: Any, context: Any) -> Any:
+        return await self._rollout_unimplemented()
+
+    @unary
+    async def RolloutHistory(self, request: Any, context: Any) -> Any:
+        return await self._rollout_unimplemented()
+
+    @unary
+    async def RolloutUndo(self, request: Any, context: Any) -> Any:
+        return await self._rollout_unimplemented()
+
+    @unary
+    async def StartCanary(self, request: Any, context: Any) -> Any:
+        return await self._rollout_unimplemented()
+
+    @unary
+    async def Promote(self, request: Any, context: Any) -> Any:
+        return await self._rollout_unimplemented()
+
+    @unary
+    async def Abort(self, request: Any, context: Any) -> Any:
+        return await self._rollout_unimplemented()

@@ -1,0 +1,495 @@
+"""The control loop: deployment keys in, fenced etcd transactions out. Leader only.
+
+Owns the I/O around the pure core: watch events (through the Mirror) only
+enqueue deployment names; a worker takes one name at a time, reads the
+deployment and its replicas fresh from etcd, converts records to the model's
+frozen types, asks the planner (`controller.plan.decide`) for a plan, and
+writes the plan's result in transactions that compare every record's
+mod_revision, the deployment's mod_revision and the leader fence. A
+conflict re-queues the name with fresh state; a failed fence stops the term.
+
+Rollouts plug in at `RolloutHook`: called with the fresh deployment and
+replicas before planning, it may return a different DeploymentState (canary
+template, replica counts) and its own extra ops; see README of the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from controller import keys, scheduler
+from controller.errors import Temporary
+from controller.events import WARNING, Events, iso
+from controller.metrics import Metrics
+from controller.model import (
+    DEAD_PHASES,
+    Capacity,
+    DeploymentState,
+    NodeState,
+    Phase,
+    QuantityError,
+    ReplicaState,
+    Track,
+    new_replica_name,
+    template_requests,
+)
+from controller.reconcile import PlaceAction, reconcile
+from controller.settings import ControllerSettings
+from controller.store import Delete, Item, Json, Mirror, ModIs, Op, Put, Store
+from controller.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+STOPPED_PHASES = {"Stopped": Phase.EXITED}
+
+
+# ------------------------------------------------------------ records -> model
+
+
+def deployment_state(rec: Json) -> DeploymentState:
+    status = rec.get("status") or {}
+    meta = rec.get("metadata") or {}
+    return DeploymentState.from_manifest(
+        rec, revision=int(status.get("revision", 1)), generation=int(meta.get("generation", 1))
+    )
+
+
+def _requests(template: Json) -> Capacity:
+    try:
+        return template_requests(template)
+    except QuantityError:
+        return Capacity(0, 0, 1)
+
+
+def replica_state(rec: Json) -> ReplicaState:
+    raw = str(rec.get("phase") or "Pending")
+    try:
+        phase = STOPPED_PHASES.get(raw) or Phase(raw)
+    except ValueError:
+        phase = Phase.PENDING
+    try:
+        track = Track(rec.get("track") or "stable")
+    except ValueError:
+        track = Track.STABLE
+    return ReplicaState(
+        name=str(rec.get("name", "")),
+        deployment=str(rec.get("deployment", "")),
+        node=str(rec.get("node", "")),
+        revision=int(rec.get("revision", 1)),
+        track=track,
+        phase=phase,
+        ready=bool(rec.get("ready", False)),
+        draining=bool(rec.get("draining", False)),
+        epoch=int(rec.get("epoch", 1)),
+        created_at=float(rec.get("createdTs", 0.0)),
+        ready_since=rec.get("readySince"),
+        requests=_requests(rec.get("template") or {}),
+    )
+
+
+def node_capacity(rec: Json) -> Capacity:
+    cap = rec.get("capacity") or {}
+    return Capacity(
+        int(cap.get("cpuMillis", 0)), int(cap.get("memoryBytes", 0)), int(cap.get("pods", 0) or 110)
+    )
+
+
+def node_states(
+    nodes: dict[str, Json], alive: set[str], replicas: list[ReplicaState], *, now: float
+) -> list[NodeState]:
+    """NodeStates with allocation summed from the live replicas placed on them."""
+    used: dict[str, Capacity] = {}
+    for r in replicas:
+        if r.node and not r.gone:
+            used[r.node] = used.get(r.node, Capacity()) + r.requests
+    out = []
+    for rec in nodes.values():
+        name = str(rec.get("name", ""))
+        ready = name in alive
+        since = None if ready else float(rec.get("notReadySince") or now)
+        out.append(
+            NodeState(
+                name=name,
+                ready=ready,
+                capacity=node_capacity(rec),
+                allocated=used.get(name, Capacity()),
+                labels=dict(rec.get("labels") or {}),
+                not_ready_since=since,
+                address=str(rec.get("address", "")),
+            )
+        )
+    return out
+
+
+def new_replica_record(
+    p: Placement, template: Json, *, epoch: int, now: float, drain_seconds: float
+) -> Json:
+    return {
+        "name": p.name,
+        "deployment": p.deployment,
+        "node": p.node,
+        "revision": p.revision,
+        "track": p.track,
+        "phase": "Scheduled",
+        "ready": False,
+        "draining": False,
+        "epoch": epoch,
+        "createdAt": iso(now),
+        "createdTs": now,
+        "template": template,
+        "desired": "run",
+        "drainSeconds": drain_seconds,
+    }
+
+
+def draining_record(rec: Json, *, now: float, drain_seconds: float) -> Json:
+    return {
+        **rec,
+        "draining": True,
+        "desired": "drain",
+        "drainSeconds": drain_seconds,
+        "drainStartedTs": now,
+        "phase": "Terminating"
+        if rec.get("phase") not in ("Exited", "Failed", "Stopped")
+        else rec["phase"],
+    }
+
+
+# ------------------------------------------------------------ planning adapter
+
+
+@dataclass(frozen=True)
+class Placement:
+    name: str
+    deployment: str
+    node: str
+    revision: int
+    track: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to write: new replicas, replicas to drain, records to delete."""
+
+    place: tuple[Placement, ...] = ()
+    drain: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+    replaced: tuple[str, ...] = ()
+    unplaced: int = 0
+    unplaced_reason: str = ""
+    requeue_at: float | None = None
+
+
+def finished_draining(
+    r: ReplicaState, nodes: Mapping[str, NodeState], *, now: float, started: float, timeout: float
+) -> bool:
+    node = nodes.get(r.node)
+    return r.phase in DEAD_PHASES or node is None or not node.ready or now - started > timeout
+
+
+def decide(
+    dep: DeploymentState | None,
+    replicas: Sequence[ReplicaState],
+    nodes: Sequence[NodeState],
+    *,
+    now: float,
+    grace: float,
+    drain_timeout: float,
+    drain_started: Mapping[str, float],
+    rng: random.Random,
+    rollout: Any = None,
+) -> Decision:
+    """The pure core (reconcile, then schedule each placement) as a Decision."""
+    by_node = {n.name: n for n in nodes}
+    remove = [
+        r.name
+        for r in replicas
+        if r.draining
+        and finished_draining(
+            r, by_node, now=now, started=drain_started.get(r.name, now), timeout=drain_timeout
+        )
+    ]
+    if dep is None:
+        live = [r for r in replicas if not r.draining]
+        remove += [r.name for r in live if r.phase in DEAD_PHASES or not r.node]
+        drain = [r.name for r in live if r.name not in remove]
+        return Decision(drain=tuple(drain), remove=tuple(remove))
+    plan = reconcile(dep, replicas, nodes, now, rollout=rollout, node_grace_s=grace)
+    dead = {r.name for r in replicas if r.phase in DEAD_PHASES}
+    remove += [s.replica for s in plan.stop if s.replica in dead]
+    drain = [s.replica for s in plan.stop if s.replica not in dead]
+    remove += [r.replica for r in plan.replace]
+    wanted: list[PlaceAction] = [*plan.place, *(r.substitute for r in plan.replace if r.substitute)]
+    placements, unplaced, reason = _place_all(dep, wanted, replicas, list(nodes), rng)
+    return Decision(
+        place=tuple(placements),
+        drain=tuple(drain),
+        remove=tuple(remove),
+        replaced=tuple(r.replica for r in plan.replace),
+        unplaced=unplaced,
+        unplaced_reason=reason,
+        requeue_at=plan.requeue_at,
+    )
+
+
+def _place_all(
+    dep: DeploymentState,
+    wanted: Sequence[PlaceAction],
+    replicas: Sequence[ReplicaState],
+    nodes: list[NodeState],
+    rng: random.Random,
+) -> tuple[list[Placement], int, str]:
+    """Name each wanted replica and run the scheduler over a snapshot of the nodes."""
+    taken = [r.name for r in replicas]
+    names = []
+    for _ in wanted:
+        names.append(new_replica_name(dep.name, rng, taken))
+        taken.append(names[-1])
+    results = scheduler.schedule(
+        scheduler.requests_for(dep, names), scheduler.Snapshot(nodes, replicas), rng
+    )
+    out: list[Placement] = []
+    unplaced, reason = 0, ""
+    for action, result in zip(wanted, results, strict=True):
+        if isinstance(result, scheduler.Unschedulable):
+            unplaced, reason = unplaced + 1, result.reason
+            continue
+        out.append(
+            Placement(
+                result.replica, dep.name, result.node, action.revision, str(action.track),
+                f"{action.reason}; {result.explain()}",
+            )
+        )  # fmt: skip
+    return out, unplaced, reason
+
+
+# ------------------------------------------------------------ the loop
+
+
+class RolloutHook(Protocol):
+    """Where the rollout engine plugs in (see module docstring)."""
+
+    async def before_plan(
+        self, name: str, dep: DeploymentState, replicas: list[ReplicaState], *, now: float
+    ) -> DeploymentState: ...
+
+
+class Loop:
+    """One leader term's reconcile driver."""
+
+    def __init__(
+        self,
+        store: Store,
+        mirror: Mirror,
+        settings: ControllerSettings,
+        *,
+        events: Events,
+        metrics: Metrics,
+        rollout: RolloutHook | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.mirror = mirror
+        self.settings = settings
+        self.events = events
+        self.metrics = metrics
+        self.rollout = rollout
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.queue = WorkQueue("deployments")
+        self.pending: dict[str, str] = {}  # deployment -> why replicas wait unplaced
+
+    # -- event plumbing -------------------------------------------------
+
+    def on_change(self, key: str, value: Json | None) -> None:
+        if key.startswith(keys.DEPLOYMENTS):
+            self.queue.add(keys.tail(keys.DEPLOYMENTS, key))
+        elif key.startswith(keys.REPLICAS):
+            parts = keys.replica_parts(key)
+            if parts:
+                self.queue.add(parts[0])
+        elif key.startswith((keys.NODES, keys.HEARTBEATS, keys.ROLLOUTS)):
+            self.enqueue_all()
+        self.metrics.queue_depth.set(self.queue.depth())
+
+    def enqueue_all(self) -> None:
+        names = {keys.tail(keys.DEPLOYMENTS, k) for k in self.mirror["deployments"]}
+        names |= {p[0] for k in self.mirror["replicas"] if (p := keys.replica_parts(k))}
+        for name in sorted(names):
+            self.queue.add(name)
+
+    async def run(self) -> None:
+        """Run workers and the resync until cancelled or deposed (NotLeader)."""
+        await self.mirror.wait_synced()
+        for inf in self.mirror.informers.values():
+            inf.listen(self._listener)
+        try:
+            self.enqueue_all()
+            async with asyncio.TaskGroup() as tg:
+                for i in range(max(1, self.settings.workers)):
+                    tg.create_task(self.queue.worker(self.handle), name=f"reconcile-worker-{i}")
+                tg.create_task(self._resync(), name="reconcile-resync")
+        except* Exception as group:
+            raise group.exceptions[0] from None
+        finally:
+            for inf in self.mirror.informers.values():
+                if self._listener in inf._listeners:
+                    inf._listeners.remove(self._listener)
+
+    def _listener(self, key: str, value: Json | None) -> None:
+        self.on_change(key, value)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_seconds)
+            self.enqueue_all()
+
+    # -- one key ----------------------------------------------------------
+
+    async def handle(self, name: str) -> None:
+        started = time.perf_counter()
+        try:
+            await self._reconcile(name)
+        except Temporary:
+            self.metrics.reconcile_errors.inc()
+            raise
+        finally:
+            self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+            self.metrics.queue_depth.set(self.queue.depth())
+
+    async def _reconcile(self, name: str) -> None:
+        now = self.clock()
+        dep_item = await self.store.get(keys.deployment(name))
+        rep_items, _ = await self.store.list(keys.replicas(name))
+        mine = {i.value.get("name", keys.tail(keys.replicas(name), i.key)): i for i in rep_items}
+        own = [replica_state(i.value) for i in mine.values()]
+        others = [
+            replica_state(v)
+            for k, v in self.mirror["replicas"].items()
+            if (p := keys.replica_parts(k)) and p[0] != name
+        ]
+        alive = {keys.tail(keys.HEARTBEATS, k) for k in self.mirror["heartbeats"]}
+        nodes = node_states(self.mirror["nodes"], alive, own + others, now=now)
+        dep = deployment_state(dep_item.value) if dep_item else None
+        if dep is not None and self.rollout is not None:
+            dep = await self.rollout.before_plan(name, dep, own, now=now)
+        drain_started = {
+            n: float(i.value.get("drainStartedTs", now))
+            for n, i in mine.items()
+            if i.value.get("draining")
+        }
+        decision = decide(
+            dep,
+            own,
+            nodes,
+            now=now,
+            grace=self.settings.node_grace,
+            drain_timeout=self.settings.drain_seconds + 15.0,
+            drain_started=drain_started,
+            rng=self.rng,
+        )
+        await self._write(name, dep_item, mine, decision, now=now)
+        await self._explain(name, decision)
+        if decision.requeue_at is not None:
+            self.queue.add_after(name, max(0.05, decision.requeue_at - self.clock()))
+
+    async def _write(
+        self,
+        name: str,
+        dep_item: Item | None,
+        mine: dict[str, Item],
+        d: Decision,
+        *,
+        now: float,
+    ) -> None:
+        fence = self.store.fence
+        epoch = fence.create_revision if fence else 0
+        pairs: list[tuple[ModIs | None, Op]] = []
+        for rname in d.remove:
+            item = mine[rname]
+            pairs.append((ModIs(item.key, item.mod_revision), Delete(item.key)))
+        for rname in d.drain:
+            item = mine[rname]
+            rec = draining_record(item.value, now=now, drain_seconds=self.settings.drain_seconds)
+            pairs.append((ModIs(item.key, item.mod_revision), Put(item.key, rec)))
+        templates = await self._templates(name, dep_item, {p.revision for p in d.place})
+        for p in d.place:
+            key = keys.replica(name, p.name)
+            rec = new_replica_record(
+                p,
+                templates[p.revision],
+                epoch=epoch,
+                now=now,
+                drain_seconds=self.settings.drain_seconds,
+            )
+            pairs.append((ModIs(key, 0), Put(key, rec)))
+        self.metrics.schedule_attempts.inc(len(d.place) + d.unplaced)
+        self.metrics.schedule_failures.inc(d.unplaced)
+        if not pairs:
+            return
+        guard = ModIs(keys.deployment(name), dep_item.mod_revision if dep_item else 0)
+        await self.store.txn_batched([guard], pairs, size=self.settings.txn_ops)
+        for p in d.place:
+            log.info("placed %s on %s: %s", p.name, p.node, p.why)
+
+    async def _templates(
+        self, name: str, dep_item: Item | None, revisions: set[int]
+    ) -> dict[int, Json]:
+        """The pod template of each revision: the deployment's own, else its revision record."""
+        dep = dep_item.value if dep_item else {}
+        current = int((dep.get("status") or {}).get("revision", 1))
+        out: dict[int, Json] = {current: (dep.get("spec") or {}).get("template") or {}}
+        for rev in revisions - {current}:
+            item = await self.store.get(keys.revision(name, rev))
+            if item is None:
+                raise Temporary(f"revision {rev} of {name} not found")
+            out[rev] = item.value.get("template") or {}
+        return out
+
+    async def _explain(self, name: str, d: Decision) -> None:
+        if d.place:
+            where = ", ".join(f"{p.name} on {p.node}" for p in d.place[:5])
+            more = f" (+{len(d.place) - 5} more)" if len(d.place) > 5 else ""
+            await self.events.record("deployment", name, "Scheduled", f"placed {where}{more}")
+        if d.drain:
+            await self.events.record(
+                "deployment", name, "Draining", f"draining {', '.join(d.drain[:5])}"
+            )
+        if d.replaced:
+            await self.events.record(
+                "deployment",
+                name,
+                "Replaced",
+                f"replacing {', '.join(d.replaced[:5])}: node lost",
+                type_=WARNING,
+            )
+        if d.unplaced:
+            why = f"{d.unplaced} replica(s) pending: {d.unplaced_reason}"
+            if self.pending.get(name) != why:
+                await self.events.record("deployment", name, "FailedScheduling", why, type_=WARNING)
+            self.pending[name] = why
+        else:
+            self.pending.pop(name, None)
+
+
+def status_of(dep: Json, replicas: list[Json]) -> dict[str, Any]:
+    """DeploymentStatus (camelCase) computed from replica records."""
+    status = dict(dep.get("status") or {})
+    rev = int(status.get("revision", 1))
+    live = [r for r in replicas if not r.get("draining")]
+    status.update(
+        replicas=len(live),
+        readyReplicas=sum(1 for r in live if r.get("ready")),
+        updatedReplicas=sum(1 for r in live if int(r.get("revision", 0)) == rev),
+        availableReplicas=sum(1 for r in live if r.get("ready")),
+        observedGeneration=int((dep.get("metadata") or {}).get("generation", 1)),
+    )
+    return status

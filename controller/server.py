@@ -1,0 +1,145 @@
+"""One controller process: the gRPC server, the mirror, the election and the leader's work.
+
+Owns start-up and the ordered shutdown. Every controller serves Cluster,
+Nodes, Discovery, grpc.health.v1 and reflection on one port (standbys
+answer FAILED_PRECONDITION naming the leader) and keeps a Mirror of etcd.
+While it leads, it also runs the reconcile loop and the node lifecycle;
+those stop the moment leadership is lost.
+
+Shutdown order: health NOT_SERVING, leave the election (revoking the lease
+hands over at once), stop the gRPC server with a grace period, stop the
+informers, close etcd, stop /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from controller.api import ClusterService
+from controller.discovery import DiscoveryService
+from controller.election import Election
+from controller.events import Events
+from controller.loop import Loop, RolloutHook
+from controller.metrics import Metrics
+from controller.nodes import NodeLifecycle
+from controller.nodes_api import NodesService
+from controller.settings import ControllerSettings
+from controller.store import Mirror, Store
+from gantry.v1 import (
+    cluster_pb2,
+    cluster_pb2_grpc,
+    discovery_pb2,
+    discovery_pb2_grpc,
+    nodes_pb2,
+    nodes_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
+    nodes_pb2.DESCRIPTOR.services_by_name["Nodes"].full_name,
+    discovery_pb2.DESCRIPTOR.services_by_name["Discovery"].full_name,
+)
+
+
+class Controller:
+    def __init__(self, settings: ControllerSettings, *, rollout: RolloutHook | None = None) -> None:
+        self.settings = settings
+        self.rollout = rollout
+        self.store = Store(settings.etcd_endpoints)
+        self.mirror = Mirror(self.store)
+        self.metrics = Metrics()
+        self.events = Events(self.store)
+        self.election = Election(
+            self.store, ident=settings.ident, address=settings.address, ttl=settings.leader_ttl
+        )
+        self.loop: Loop | None = None
+        self.nodes = NodesService(self.store, self.mirror, self.election, settings)
+        self.discovery = DiscoveryService(self.mirror, self.election)
+        self.cluster = ClusterService(
+            self.store,
+            self.mirror,
+            self.election,
+            events=self.events,
+            pending=lambda name: self.loop.pending.get(name, "") if self.loop else "",
+            heartbeats=lambda: dict(self.nodes.last_heartbeat),
+        )
+        self.health = (
+            health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        )
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self._metrics_server: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._election_task: asyncio.Task[None] | None = None
+
+    async def _lead(self) -> None:
+        loop = Loop(
+            self.store, self.mirror, self.settings, events=self.events, metrics=self.metrics,
+            rollout=self.rollout,
+        )  # fmt: skip
+        lifecycle = NodeLifecycle(self.store, self.mirror, events=self.events, metrics=self.metrics)
+        self.loop = loop
+        self.metrics.is_leader.set(1)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(loop.run(), name="reconcile-loop")
+                tg.create_task(lifecycle.run(), name="node-lifecycle")
+        except* Exception as group:
+            raise group.exceptions[0] from None
+        finally:
+            self.metrics.is_leader.set(0)
+            self.loop = None
+
+    async def start(self) -> None:
+        server = grpc.aio.server()
+        cluster_pb2_grpc.add_ClusterServicer_to_server(self.cluster, server)
+        nodes_pb2_grpc.add_NodesServicer_to_server(self.nodes, server)
+        discovery_pb2_grpc.add_DiscoveryServicer_to_server(self.discovery, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self.port = server.add_insecure_port(self.settings.listen)
+        if not self.port:
+            raise OSError(f"--listen {self.settings.listen}: cannot bind")
+        await server.start()
+        self.server = server
+        if self.settings.metrics:
+            self._metrics_server = self.metrics.serve(self.settings.metrics)
+        self._tasks = self.mirror.tasks()
+        self._election_task = asyncio.create_task(self.election.run(self._lead), name="election")
+        for name in ("", *SERVICE_NAMES):
+            await self._set_health(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("controller %s serving on %s", self.settings.ident, self.settings.listen)
+
+    async def _set_health(self, name: str, status: Any) -> None:
+        result = self.health.set(name, status)
+        if asyncio.iscoroutine(result):
+            await result
+
+    async def stop(self, grace: float = 3.0) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self._set_health(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.election.resign()
+        if self._election_task is not None:
+            self._election_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._election_task, grace)
+        if self.server is not None:
+            await self.server.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.store.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
