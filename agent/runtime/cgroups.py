@@ -50,6 +50,7 @@ class Layout:
     v1: dict[str, str] = field(default_factory=dict)
     v2: str | None = None
     v2_controllers: frozenset[str] = frozenset()
+    v1_mounts: tuple[str, ...] = ()  # every v1 hierarchy (runc also uses cpuset, name=systemd)
 
     def controller_home(self, controller: str) -> str:
         """'v1' or 'v2' or '' (absent) for a controller."""
@@ -60,10 +61,11 @@ class Layout:
         return ""
 
 
-def parse_mountinfo(text: str) -> tuple[dict[str, str], str | None]:
-    """(v1 controller -> mount point, cgroup2 mount point) from mountinfo text."""
+def parse_mountinfo(text: str) -> tuple[dict[str, str], str | None, tuple[str, ...]]:
+    """(v1 controller -> mount point, cgroup2 mount point, all v1 mounts) from mountinfo."""
     v1: dict[str, str] = {}
     v2: str | None = None
+    mounts: list[str] = []
     for line in text.splitlines():
         left, sep, right = line.partition(" - ")
         if not sep:
@@ -77,20 +79,22 @@ def parse_mountinfo(text: str) -> tuple[dict[str, str], str | None]:
         if fstype == "cgroup2" and v2 is None:
             v2 = mnt
         elif fstype == "cgroup":
+            if mnt not in mounts:
+                mounts.append(mnt)
             for opt in super_opts.split(","):
                 if opt in V1_JOIN or opt == "cpuset":
                     v1.setdefault(opt, mnt)
-    return v1, v2
+    return v1, v2, tuple(mounts)
 
 
 def detect() -> Layout:
     with open("/proc/self/mountinfo") as f:
-        v1, v2 = parse_mountinfo(f.read())
+        v1, v2, mounts = parse_mountinfo(f.read())
     ctrls: frozenset[str] = frozenset()
     if v2 is not None:
         with contextlib.suppress(OSError):
             ctrls = frozenset(Path(v2, "cgroup.controllers").read_text().split())
-    return Layout(v1=v1, v2=v2, v2_controllers=ctrls)
+    return Layout(v1=v1, v2=v2, v2_controllers=ctrls, v1_mounts=mounts)
 
 
 def norm_path(cgroups_path: str) -> str:
@@ -213,7 +217,9 @@ def remove(layout: Layout, cgroups_path: str, *, timeout: float = 5.0) -> list[s
     rel = norm_path(cgroups_path)
     deadline = time.monotonic() + timeout
     left = []
-    for d in dirs(layout, cgroups_path):
+    every = dirs(layout, cgroups_path)
+    every += [os.path.join(m, rel) for m in layout.v1_mounts if os.path.join(m, rel) not in every]
+    for d in every:
         while True:
             try:
                 os.rmdir(d)

@@ -135,7 +135,7 @@ class ZygoteClient:
 
 async def wait_pid_exit(pid: int, start_time: int) -> None:
     """Wait (without blocking the loop) until the process is gone or a zombie."""
-    if linux.start_time(pid) != start_time:
+    if pid <= 0 or linux.start_time(pid) != start_time:
         return
     try:
         pidfd = os.pidfd_open(pid)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.runtime import linux, plan, zygote
+from agent.runtime import cgroups, linux, plan, zygote
 from agent.runtime.base import (
     BundleError,
     ContainerExists,
@@ -92,6 +92,7 @@ class Runc(ContainerFiles):
                 "bundle": str(bundle),
                 "runtime": self.name,
                 "rootfs_mount": p.rootfs if mounted else "",
+                "cgroups_path": p.cgroups_path,
                 "stdout": str(io.stdout) if io.stdout else "/dev/null",
                 "stderr": str(io.stderr) if io.stderr else "/dev/null",
                 "pid": 0,
@@ -168,6 +169,8 @@ class Runc(ContainerFiles):
             stderr=asyncio.subprocess.DEVNULL,
         )
         await proc.wait()
+        if data.get("cgroups_path"):
+            await asyncio.to_thread(cgroups.remove, self.layout, str(data["cgroups_path"]))
         if data.get("rootfs_mount"):
             _umount(str(data["rootfs_mount"]))
         shutil.rmtree(self._dir(container_id), ignore_errors=True)
