@@ -361,7 +361,7 @@ def judge_canary(
     """
     max_err = float(analysis.get("maxErrorRate", 0.05) or 0.0)
     max_p99 = float(analysis.get("maxP99Ms", 0) or 0.0)
-    min_req = int(analysis.get("minRequests", 1) or 0)
+    min_req = int(analysis.get("minRequests", 10) or 0)
     c, s = metrics.canary, metrics.stable
     seen = (
         f"canary error rate {c.error_rate:.2%} p99 {c.p99_ms:.0f}ms over {c.requests:.0f} requests"
