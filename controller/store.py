@@ -332,10 +332,14 @@ class Informer:
         self.synced.set()
 
     async def run(self) -> None:
+        """List (unless already synced), then watch from the last revision seen, forever."""
         backoff = 0.1
+        need_list = not self.synced.is_set()
         while True:
             try:
-                await self._relist()
+                if need_list:
+                    await self._relist()
+                    need_list = False
                 async for change in self.store.watch(self.prefix, self.revision + 1):
                     backoff = 0.1
                     self.revision = max(self.revision, change.mod_revision)
@@ -344,8 +348,13 @@ class Informer:
                     else:
                         self.items[change.key] = change.value
                     self._emit(change.key, change.value)
+            except Compacted as exc:
+                log.warning("informer %s: %s; relisting", self.name, exc)
+                need_list = True
+                continue
             except StoreUnavailable as exc:
                 log.warning("informer %s: %s; relisting", self.name, exc)
+                need_list = True
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 

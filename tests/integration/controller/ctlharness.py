@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 from fakeagent import FakeAgent
 
+from controller.store import Store
 from gantry import procs
 from gantry.client import LeaderChannel
+from gantry.v1 import cluster_pb2, cluster_pb2_grpc, types_pb2
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -87,3 +89,74 @@ async def wait_for(
             return last
         await asyncio.sleep(0.1)
     pytest.fail(f"timed out after {deadline:.0f}s waiting for {what or cond}: last {last!r}")
+
+
+def deployment(
+    name: str, replicas: int, *, image: str = "busybox", port: int = 8080, host: str = ""
+) -> types_pb2.Deployment:
+    d = types_pb2.Deployment(api_version="gantry/v1", kind="Deployment")
+    d.metadata.name = name
+    d.spec.replicas = replicas
+    d.spec.template.image = image
+    d.spec.template.command.extend(["httpd", "-f", "-p", str(port)])
+    d.spec.template.ports.add(name="http", container_port=port)
+    d.spec.template.resources.requests.cpu = "100m"
+    d.spec.template.resources.requests.memory = "64Mi"
+    if host:
+        d.spec.route.host = host
+    return d
+
+
+class Api:
+    """Cluster calls through a leader-following channel."""
+
+    def __init__(self, chan: LeaderChannel) -> None:
+        self.chan = chan
+
+    async def call(self, method: str, request: Any, *, deadline: float = 20.0) -> Any:
+        return await self.chan.call(
+            lambda ch: getattr(cluster_pb2_grpc.ClusterStub(ch), method)(request, timeout=5),
+            deadline=deadline,
+        )
+
+    async def apply(self, *deps: types_pb2.Deployment, dry_run: bool = False) -> list[str]:
+        resp = await self.call("Apply", cluster_pb2.ApplyRequest(deployments=deps, dry_run=dry_run))
+        return [r.action for r in resp.results]
+
+    async def get(self, name: str) -> types_pb2.Deployment:
+        return await self.call("Get", cluster_pb2.GetRequest(name=name))
+
+    async def scale(self, name: str, n: int) -> None:
+        await self.call("Scale", cluster_pb2.ScaleRequest(name=name, replicas=n))
+
+    async def delete(self, name: str) -> None:
+        await self.call("Delete", cluster_pb2.DeleteRequest(kind="deployment", name=name))
+
+    async def replicas(self, deployment: str = "", node: str = "") -> list[types_pb2.Replica]:
+        req = cluster_pb2.ListReplicasRequest(deployment=deployment, node=node)
+        return list((await self.call("ListReplicas", req)).replicas)
+
+    async def nodes(self) -> dict[str, types_pb2.Node]:
+        resp = await self.call("ListNodes", cluster_pb2.ListNodesRequest())
+        return {n.name: n for n in resp.nodes}
+
+    async def describe(self, name: str, kind: str = "deployment") -> cluster_pb2.DescribeResponse:
+        return await self.call("Describe", cluster_pb2.DescribeRequest(kind=kind, name=name))
+
+    async def converged(self, name: str, n: int) -> bool:
+        """Exactly n replica records, all ready and not draining."""
+        reps = await self.replicas(name)
+        return len(reps) == n and all(r.ready and not r.draining for r in reps)
+
+
+async def etcd_snapshot(etcd: str, *prefixes: str) -> dict[str, int]:
+    """key -> mod_revision under the prefixes (read with a plain, unfenced store)."""
+    store = Store([etcd])
+    try:
+        out: dict[str, int] = {}
+        for prefix in prefixes:
+            items, _ = await store.list(prefix)
+            out.update({i.key: i.mod_revision for i in items})
+        return out
+    finally:
+        await store.close()
