@@ -1,0 +1,71 @@
+"""Shared helpers for runtime and network integration tests: busybox bundles."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from agent.runtime.base import ContainerIO, Runtime
+from agent.runtime.spec import Overlay, SpecOptions, build_spec, write_bundle
+
+BUSYBOX = Path("/bin/busybox")
+
+
+def make_busybox_root(root: Path) -> Path:
+    """A busybox-static root file system (the lower layer of every test bundle)."""
+    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "dev", "sys", "etc", "tmp", "mnt", "www"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    subprocess.run(["chroot", str(root), "/bin/busybox", "--install", "-s"], check=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n")
+    (root / "www" / "index.html").write_text("hello from the container\n")
+    return root
+
+
+def make_bundle(base: Path, name: str, lower: Path, opts: SpecOptions) -> Path:
+    """A bundle whose root is an overlay of `lower` with its own upper/work dirs."""
+    upper, work = base / f"{name}-upper", base / f"{name}-work"
+    upper.mkdir(parents=True)
+    work.mkdir(parents=True)
+    opts = replace(opts, overlay=Overlay(lower=(str(lower),), upper=str(upper), work=str(work)))
+    return write_bundle(base / f"{name}-bundle", build_spec(opts))
+
+
+def io_for(base: Path, name: str) -> ContainerIO:
+    return ContainerIO(stdout=base / f"{name}.out", stderr=base / f"{name}.err")
+
+
+async def run_capture(rt: Runtime, cid: str, bundle: Path, io: ContainerIO) -> tuple[int, str, str]:
+    """Run to completion; returns (exit code, stdout, stderr). Always deletes."""
+    try:
+        code = await asyncio.wait_for(rt.run(cid, bundle, io), timeout=60)
+    finally:
+        await rt.delete(cid, force=True)
+    assert io.stdout is not None and io.stderr is not None
+    return code, io.stdout.read_text(), io.stderr.read_text()
+
+
+async def wait_for_text(path: Path, text: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = path.read_text() if path.exists() else ""
+        if text in got:
+            return got
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{text!r} did not appear in {path} within {timeout}s: {got!r}")
+
+
+def parse_kv(out: str) -> dict[str, str]:
+    kv = {}
+    for line in out.splitlines():
+        if "=" in line:
+            k, _, v = line.partition("=")
+            kv[k.strip()] = v.strip()
+        elif ":" in line:
+            k, _, v = line.partition(":")
+            kv[k.strip()] = v.strip()
+    return kv
