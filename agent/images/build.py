@@ -68,6 +68,9 @@ class _State:
     config: dict[str, Any] = field(default_factory=dict)  # the OCI config's `config` section
     history: list[dict[str, Any]] = field(default_factory=list)
     chain: str = ""
+    created: str = (
+        ""  # when the newest step was first made: unchanged rebuilds give the same digest
+    )
 
 
 def _now() -> str:
@@ -175,6 +178,7 @@ class Builder:
         state.config = dict(config.get("config") or {})
         state.history = list(config.get("history") or [])
         state.chain = _key("FROM", digest)
+        state.created = str(config.get("created") or "")
 
     def _copy_items(
         self, ins: Instruction, context: Path, state: _State, where: str
@@ -186,6 +190,8 @@ class Builder:
         root = context.resolve()
         items: list[tuple[Path, str]] = []
         for src in sources:
+            if not Path(os.path.normpath(root / src)).is_relative_to(root):
+                raise BuildError(f"{where}: COPY source {src!r} is outside the build context")
             matches = (
                 sorted(glob.glob(str(root / src)))
                 if any(c in src for c in "*?[")
@@ -195,7 +201,7 @@ class Builder:
                 raise BuildError(f"{where}: COPY source {src!r} not found in {context}")
             for m in matches:
                 path = Path(m)
-                if not str(path.resolve()).startswith(str(root)):
+                if not path.resolve().is_relative_to(root):
                     raise BuildError(f"{where}: COPY source {src!r} is outside the build context")
                 if path.is_dir() and not path.is_symlink():
                     items.append((path, dest_abs))
@@ -320,7 +326,7 @@ class Builder:
         entry = self._cache_get(key)
         cached = entry is not None
         if entry is None:
-            entry = {"layer": None, "blobs": []}
+            entry = {"layer": None, "blobs": [], "created": _now()}
             if ins.keyword in ("COPY", "RUN"):
                 log.info("build %s: %s", where, ins.text)
                 desc, diff_id = await (
@@ -331,6 +337,7 @@ class Builder:
                 entry = {
                     "layer": [desc.media_type, desc.digest, desc.size, diff_id],
                     "blobs": [desc.digest],
+                    "created": entry["created"],
                 }
             self._cache_put(key, entry)
         if entry["layer"]:
@@ -338,7 +345,8 @@ class Builder:
             state.layers.append((Descriptor(mt, digest, size), diff_id))
         else:
             _apply_meta(state, ins)
-        hist: dict[str, Any] = {"created_by": ins.text}
+        state.created = str(entry.get("created") or _now())
+        hist: dict[str, Any] = {"created": state.created, "created_by": ins.text}
         if not entry["layer"]:
             hist["empty_layer"] = True
         state.history.append(hist)
@@ -346,7 +354,7 @@ class Builder:
         return StepResult(ins.line, ins.text, cached)
 
     def _commit_image(self, state: _State, tag: str) -> str:
-        config_bytes, _ = _image_docs(state, _now())
+        config_bytes, _ = _image_docs(state, state.created or _now())
         config_digest = self.store.put_bytes(config_bytes)
         manifest = _manifest(Descriptor(OCI_CONFIG, config_digest, len(config_bytes)), state.layers)
         digest = self.store.put_bytes(manifest)
