@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,12 @@ def controllers(etcd: str, tmp_path: Path) -> Iterator[Callable[..., Ctl]]:
     started: list[Ctl] = []
 
     def start(
-        name: str = "c1", *, grace: float = 3.0, ttl: int = 5, extra: list[str] | None = None
+        name: str = "c1",
+        *,
+        grace: float = 3.0,
+        ttl: int = 5,
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> Ctl:
         port, mport = procs.free_port(), procs.free_port()
         address, metrics = f"127.0.0.1:{port}", f"127.0.0.1:{mport}"
@@ -26,7 +32,14 @@ def controllers(etcd: str, tmp_path: Path) -> Iterator[Callable[..., Ctl]]:
             "--etcd", etcd, "--id", name, "--node-grace", str(grace), "--leader-ttl", str(ttl),
             "--drain-seconds", "0.5", *(extra or []),
         ]  # fmt: skip
-        ctl = Ctl(name, address, metrics, argv, tmp_path / f"{name}.log")
+        ctl = Ctl(
+            name,
+            address,
+            metrics,
+            argv,
+            tmp_path / f"{name}.log",
+            env={**os.environ, **(env or {})},
+        )
         ctl.start()
         started.append(ctl)
         return ctl

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from fakeagent import FakeAgent
 
 from controller.store import Store
 from gantry import procs
 from gantry.client import LeaderChannel
-from gantry.v1 import cluster_pb2, cluster_pb2_grpc, types_pb2
+from gantry.v1 import cluster_pb2, cluster_pb2_grpc, discovery_pb2, discovery_pb2_grpc, types_pb2
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -28,6 +29,7 @@ class Ctl:
     metrics: str
     argv: list[str]
     log: Path
+    env: dict[str, str] | None = None
     svc: procs.Service | None = None
 
     def kill9(self) -> None:
@@ -42,7 +44,7 @@ class Ctl:
     def start(self) -> None:
         self.svc = procs.spawn(
             self.name, self.argv, log=self.log, health_url=f"http://{self.metrics}/metrics",
-            cwd=ROOT, timeout=30,
+            cwd=ROOT, env=self.env, timeout=30,
         )  # fmt: skip
 
 
@@ -160,3 +162,25 @@ async def etcd_snapshot(etcd: str, *prefixes: str) -> dict[str, int]:
         return out
     finally:
         await store.close()
+
+
+async def endpoint_table(chan: LeaderChannel) -> types_pb2.EndpointTable:
+    """One snapshot of the Discovery stream from the leader."""
+
+    async def first(ch: Any) -> types_pb2.EndpointTable:
+        stream = discovery_pb2_grpc.DiscoveryStub(ch).Watch(
+            discovery_pb2.DiscoveryRequest(proxy_id="test"), timeout=5
+        )
+        try:
+            async for table in stream:
+                return table
+        finally:
+            stream.cancel()
+        raise AssertionError("discovery stream ended without a table")
+
+    return await chan.call(first)
+
+
+async def leader_of(address: str) -> cluster_pb2.LeaderResponse:
+    async with grpc.aio.insecure_channel(address) as ch:
+        return await cluster_pb2_grpc.ClusterStub(ch).Leader(cluster_pb2.LeaderRequest(), timeout=2)

@@ -1,0 +1,61 @@
+"""Two controllers: the standby redirects, and takes over within the TTL when the leader dies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+from ctlharness import Api, Fleet, deployment, leader_of, wait_for
+
+from gantry.v1 import cluster_pb2, cluster_pb2_grpc
+
+TTL = 5
+
+
+async def test_killing_the_leader_hands_over_and_work_goes_on(controllers) -> None:
+    c1 = controllers("c1", ttl=TTL)
+    await wait_for(lambda: _leads(c1.address), deadline=20, what="c1 leads")
+    c2 = controllers("c2", ttl=TTL)
+    both = [c1.address, c2.address]
+
+    async with grpc.aio.insecure_channel(c2.address) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await cluster_pb2_grpc.ClusterStub(ch).List(cluster_pb2.ListRequest(), timeout=5)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.value.details() == f"not leader; leader={c1.address}"
+
+    async with Fleet() as fleet:
+        for n in ("n1", "n2"):
+            fleet.agent(n, both)
+        api = Api(fleet.client(both))
+        await api.apply(deployment("web", 2))
+        await wait_for(lambda: api.converged("web", 2), deadline=30, what="2 ready")
+
+        killed = time.monotonic()
+        c1.kill9()
+        await wait_for(lambda: _leads(c2.address), deadline=TTL + 3, what="c2 takes over")
+        print(f"handover after kill -9: {time.monotonic() - killed:.2f}s (TTL {TTL}s)")
+
+        await api.scale("web", 4)
+        await wait_for(lambda: api.converged("web", 4), deadline=40, what="4 ready under c2")
+        assert len(await api.replicas("web")) == 4
+
+
+async def test_graceful_stop_hands_over_at_once(controllers) -> None:
+    c1 = controllers("c1", ttl=TTL)
+    await wait_for(lambda: _leads(c1.address), deadline=20, what="c1 leads")
+    c2 = controllers("c2", ttl=TTL)
+    await wait_for(lambda: _follows(c2.address, c1.address), deadline=20, what="c2 stands by")
+    await asyncio.to_thread(c1.stop)  # SIGTERM: the lease is revoked on the way out
+    await wait_for(lambda: _leads(c2.address), deadline=TTL + 3, what="c2 takes over")
+
+
+async def _leads(address: str) -> bool:
+    return (await leader_of(address)).is_leader
+
+
+async def _follows(address: str, leader: str) -> bool:
+    resp = await leader_of(address)
+    return not resp.is_leader and resp.leader_address == leader
