@@ -65,10 +65,11 @@ class FakeDiscovery(discovery_pb2_grpc.DiscoveryServicer):
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION, not_leader_details(self.leader)
             )
-        sent = None
+        sent: types_pb2.EndpointTable | None = None
         while True:
             async with self._changed:
-                await self._changed.wait_for(lambda sent=sent: self.table is not sent)
+                last = sent
+                await self._changed.wait_for(lambda: self.table is not last)  # noqa: B023
                 sent = self.table
             yield sent
 

@@ -328,7 +328,8 @@ class ClientConn(asyncio.Protocol):
         )
         self._dispatch(req, route, key)
 
-    def _dispatch(self, req: Request, route: Any, key: RequestKey) -> None:
+    def _dispatch(self, req: Request, route: Any, key: RequestKey, *, answer: bool = True) -> bool:
+        """Pick an endpoint and send; without one, answer 503 (or return False)."""
         proxy = self.proxy
         seq = 0
         if proxy.policy is Balance.ROUND_ROBIN:
@@ -347,8 +348,9 @@ class ClientConn(asyncio.Protocol):
             exclude=req.exclude,
         )
         if isinstance(picked, NoBackend):
-            self._local(503, picked.reason, req=req)
-            return
+            if answer:
+                self._local(503, picked.reason, req=req)
+            return False
         req.choice = picked
         ep = req.held = picked.endpoint
         proxy.inflight[ep.key] = proxy.inflight.get(ep.key, 0) + 1
@@ -358,12 +360,13 @@ class ClientConn(asyncio.Protocol):
         conn = proxy.pool.take(ep.key)
         if conn is not None:
             self._attach(req, conn)
-            return
+            return True
         task = asyncio.get_running_loop().create_task(
             self._connect(req, ep), name=f"proxy-connect-{ep.key}"
         )
         proxy.connecting.add(task)
         task.add_done_callback(proxy.connecting.discard)
+        return True
 
     async def _connect(self, req: Request, ep: Endpoint) -> None:
         proxy = self.proxy
@@ -425,10 +428,12 @@ class ClientConn(asyncio.Protocol):
             return False
         req.exclude = failed_key
         req.up = None
-        proxy.metrics.retry(req.deployment)
         track = req.choice.track
         key = RequestKey(override="always" if track == "canary" else "never")
-        self._dispatch(req, route, key)
+        if not self._dispatch(req, route, key, answer=False):
+            proxy.budget.tokens += 1.0  # not spent after all
+            return False
+        proxy.metrics.retry(req.deployment)
         return True
 
     # -- upstream events (Exchange) -------------------------------------------
@@ -537,8 +542,8 @@ class ClientConn(asyncio.Protocol):
             req.attempts -= 1  # a dead pooled connection: try again, it is not the endpoint's fault
             req.up = None
             route = proxy.table.by_deployment.get(req.deployment)
-            if route is not None:
-                self._dispatch(req, route, RequestKey(override=_track_override(req)))
+            key = RequestKey(override=_track_override(req))
+            if route is not None and self._dispatch(req, route, key, answer=False):
                 return
         if safe and self._retry(req, ep_key):
             return

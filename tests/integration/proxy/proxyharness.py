@@ -75,6 +75,7 @@ class Backend:
     max_inflight: int = 0
     last_headers: dict[str, str] = field(default_factory=dict)
     uploaded: int = 0
+    fail: bool = False  # answer every echo request 500
 
 
 def backend_app(be: Backend) -> web.Application:
@@ -85,6 +86,8 @@ def backend_app(be: Backend) -> web.Application:
             be.peers.add(peer[1])
         be.last_headers = dict(request.headers)
         body = await request.read()
+        if be.fail:
+            return web.Response(status=500, text=f"{be.name} fails\n")
         return web.json_response(
             {"backend": be.name, "method": request.method, "path": request.path_qs, "body": len(body),
              "headers": dict(request.headers)}

@@ -1,0 +1,193 @@
+"""Outliers, retries, timeouts, error answers, draining, Discovery leader-following, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable
+from http.client import HTTPConnection
+
+from proxyharness import Proxy, Servers, http, route, wait_for
+
+from gantry.procs import free_port
+
+
+def test_failing_endpoint_is_ejected_then_readmitted(
+    servers: Servers, launch: Callable[..., Proxy]
+) -> None:
+    bad, good = servers.backend("bad"), servers.backend("good")
+    bad.fail = True
+    disc = servers.discovery()
+    servers.publish(disc, 1, [route("web", [(bad, "stable"), (good, "stable")])])
+    p = launch(
+        [disc.address], outlier_consecutive=3, outlier_base_ejection=3, balance="round_robin"
+    )
+    p.wait_table(1)
+    key = f"127.0.0.1:{bad.port}"
+    statuses = [http(p, "/")[0] for _ in range(6)]
+    assert statuses.count(500) == 3 and statuses.count(200) == 3
+    stats = p.admin_json("/admin/stats")
+    assert key in stats["ejected"] and stats["ejections"]["web"] == 1
+    assert 'gantry_proxy_ejections_total{deployment="web"} 1' in p.admin_text("/metrics")
+    before = bad.hits
+    statuses = [http(p, "/")[0] for _ in range(10)]
+    if key in p.admin_json("/admin/stats")["ejected"]:  # still ejected: it got nothing
+        assert bad.hits == before and statuses == [200] * 10
+    bad.fail = False  # it recovers; after the back-off it is back in rotation
+    wait_for(lambda: key not in p.admin_json("/admin/stats")["ejected"], 20, "re-admission")
+    before = bad.hits
+    for _ in range(10):
+        assert http(p, "/")[0] == 200
+    assert bad.hits >= before + 4
+
+
+def test_connect_failure_is_retried_on_another_endpoint(
+    servers: Servers, launch: Callable[..., Proxy]
+) -> None:
+    good = servers.backend("good")
+    dead = free_port()  # nothing listens here
+    disc = servers.discovery()
+    servers.publish(disc, 1, [route("web", [(dead, "stable"), (good, "stable")])])
+    p = launch([disc.address], balance="round_robin", outlier_consecutive=100)
+    p.wait_table(1)
+    for method, body in (("GET", None), ("POST", b"payload"), ("GET", None), ("POST", b"x" * 10)):
+        status, _, data = http(p, "/echo", method=method, body=body)
+        assert status == 200, data
+        assert json.loads(data)["backend"] == "good"
+    stats = p.admin_json("/admin/stats")
+    assert stats["retries"]["web"] >= 2
+    assert stats["upstream_errors"]["web"]["connect"] >= 2
+
+
+def test_only_endpoint_refusing_gives_502_saying_why(
+    servers: Servers, launch: Callable[..., Proxy]
+) -> None:
+    dead = free_port()
+    disc = servers.discovery()
+    servers.publish(disc, 1, [route("web", [(dead, "stable")])])
+    p = launch([disc.address])
+    p.wait_table(1)
+    status, _, body = http(p, "/")
+    assert status == 502 and f"connect to 127.0.0.1:{dead} failed".encode() in body
+
+
+def test_backend_that_resets_gives_502(servers: Servers, launch: Callable[..., Proxy]) -> None:
+    port = servers.raw("reset")
+    disc = servers.discovery()
+    servers.publish(disc, 1, [route("web", [(port, "stable")])])
+    p = launch([disc.address])
+    p.wait_table(1)
+    status, _, body = http(p, "/", method="POST", body=b"data")
+    assert status == 502 and b"before answering" in body
+    assert p.admin_json("/admin/stats")["upstream_errors"]["web"]["reset"] >= 1
+    assert http(p, "/", method="POST", body=b"data")[0] == 502  # the proxy is still fine
+
+
+def test_backend_that_hangs_gives_504(servers: Servers, launch: Callable[..., Proxy]) -> None:
+    port = servers.raw("hang")
+    disc = servers.discovery()
+    servers.publish(disc, 1, [route("web", [(port, "stable")])])
+    p = launch([disc.address], request_timeout=1)
+    p.wait_table(1)
+    status, _, body = http(p, "/")
+    assert status == 504 and b"did not answer within 1s" in body
+    assert p.admin_json("/admin/stats")["upstream_errors"]["web"]["timeout"] >= 1
+
+
+def test_no_ready_endpoint_gives_503(servers: Servers, launch: Callable[..., Proxy]) -> None:
+    be = servers.backend("web")
+    disc = servers.discovery()
+    servers.publish(
+        disc, 1, [route("web", [(be, "stable")], **{f"ep_{be.port}": {"ready": False}})]
+    )
+    p = launch([disc.address])
+    p.wait_table(1)
+    status, _, body = http(p, "/")
+    assert status == 503 and b"deployment web (stable): no ready endpoints" in body
+    assert be.hits == 0
+
+
+def test_draining_endpoint_finishes_in_flight_and_gets_no_new(
+    servers: Servers, launch: Callable[..., Proxy]
+) -> None:
+    old, new = servers.backend("old"), servers.backend("new")
+    disc = servers.discovery()
+    servers.publish(disc, 1, [route("web", [(old, "stable")])])
+    p = launch([disc.address])
+    p.wait_table(1)
+    result: list[tuple[int, bytes]] = []
+    t = threading.Thread(target=lambda: result.append(http(p, "/slow/2")[::2]))
+    t.start()
+    wait_for(lambda: old.inflight == 1, 20, "in-flight request")
+    servers.publish(
+        disc,
+        2,
+        [
+            route(
+                "web", [(old, "stable"), (new, "stable")], **{f"ep_{old.port}": {"draining": True}}
+            )
+        ],
+    )
+    p.wait_table(2)
+    hits = old.hits
+    for _ in range(10):
+        _, _, body = http(p, "/")
+        assert json.loads(body)["backend"] == "new"
+    assert old.hits == hits
+    t.join(30)
+    assert result == [(200, b"old slow done\n")]
+
+
+def test_discovery_follows_leader_and_keeps_last_table(
+    servers: Servers, launch: Callable[..., Proxy]
+) -> None:
+    be, be2 = servers.backend("web"), servers.backend("web2")
+    leader_port = free_port()
+    standby = servers.discovery(leader=f"127.0.0.1:{leader_port}")
+    leader = servers.discovery(port=leader_port)
+    servers.publish(leader, 1, [route("web", [(be, "stable")])])
+    p = launch([standby.address])  # knows only the standby: must follow its hint
+    p.wait_table(1)
+    assert standby.watchers and leader.watchers
+    # The leader goes away: the last table keeps serving.
+    servers.bg.run(leader.stop())
+    wait_for(
+        lambda: p.admin_json("/admin/table")["discovery"]["connected_to"] is None, 20, "stream lost"
+    )
+    for _ in range(5):
+        assert json.loads(http(p, "/")[2])["backend"] == "web"
+    # The standby takes over as leader with a new table.
+    standby.leader = None
+    servers.publish(standby, 2, [route("web", [(be2, "stable")])])
+    p.wait_table(2, deadline=30)
+    assert json.loads(http(p, "/")[2])["backend"] == "web2"
+
+
+def test_sigterm_finishes_in_flight_requests(
+    servers: Servers, launch: Callable[..., Proxy]
+) -> None:
+    be = servers.backend("web")
+    disc = servers.discovery()
+    servers.publish(disc, 1, [route("web", [(be, "stable")])])
+    p = launch([disc.address], workers=2)
+    p.wait_table(1)
+    idle = HTTPConnection("127.0.0.1", p.port, timeout=10)
+    assert http(p, "/", conn=idle)[0] == 200
+    result: list[tuple[int, bytes]] = []
+    t = threading.Thread(target=lambda: result.append(http(p, "/slow/1.5")[::2]))
+    t.start()
+    wait_for(lambda: be.inflight == 1, 20, "in-flight request")
+    p.proc.send_signal(signal.SIGTERM)
+    t.join(30)
+    assert result == [(200, b"web slow done\n")]
+    assert p.proc.wait(30) == 0
+    idle.close()
+    t0 = time.monotonic()
+    try:
+        http(p, "/", timeout=2)
+        refused = False
+    except OSError:
+        refused = True
+    assert refused and time.monotonic() - t0 < 5
