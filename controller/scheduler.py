@@ -2,9 +2,10 @@
 
 Owns where a replica goes. Filters (in order, the first failing one is the
 node's reason): node ready, nodeSelector, pod slots, free cpu, free memory.
-Scorers: least-allocated (free cpu and memory after placement, 0..100) minus
-a spreading penalty for each replica of the same deployment already on the
-node. Like Nomad, when the cluster is large only the first
+Scorers: least-allocated (free cpu and memory after placement, 0..100),
+minus a balanced-allocation penalty (cpu and memory use drifting apart, as
+Kubernetes' NodeResourcesBalancedAllocation), minus a spreading penalty for
+each replica of the same deployment already on the node. Like Nomad, when the cluster is large only the first
 `max(2, ceil(log2 n)) * k` feasible nodes of a shuffled, rotating order are
 scored; the rotation keeps the fill even. Every decision explains itself,
 and a replica that fits nowhere gets Kubernetes' kind of reason:
@@ -30,6 +31,7 @@ CPU = "insufficient cpu"
 MEMORY = "insufficient memory"
 
 SPREAD_PENALTY = 10.0  # score points per replica of the same deployment on the node
+BALANCE_WEIGHT = 0.5  # balanced allocation: penalty per point of cpu/memory imbalance
 EXHAUSTIVE_BELOW = 64  # score every feasible node in clusters smaller than this
 
 
@@ -217,7 +219,10 @@ def _place_one(req: PlacementRequest, s: Snapshot, limit: int) -> Placement | Un
             and free_mem[i] >= mem
             and (not selector or s.reason_of(i, req) is None)
         ):
-            score = (free_cpu[i] - cpu) * inv_cpu[i] + (free_mem[i] - mem) * inv_mem[i]
+            cpu_free = (free_cpu[i] - cpu) * inv_cpu[i]  # 0..50
+            mem_free = (free_mem[i] - mem) * inv_mem[i]  # 0..50
+            # least allocated (0..100), minus how far cpu and memory use drift apart
+            score = cpu_free + mem_free - BALANCE_WEIGHT * abs(cpu_free - mem_free)
             if siblings:
                 score -= SPREAD_PENALTY * siblings.get(i, 0)
             scored.append((score, i))
@@ -234,5 +239,7 @@ def _place_one(req: PlacementRequest, s: Snapshot, limit: int) -> Placement | Un
         if sc > best_score:
             best_score, best = sc, i
     s.assign(best, req.deployment, cpu, mem)
-    top = tuple((s.names[i], sc) for sc, i in sorted(scored, reverse=True)[:3])
+    names = s.names
+    runners_up = [(names[i], sc) for sc, i in sorted(scored, reverse=True)[:3] if i != best]
+    top = ((names[best], best_score), *runners_up[:2])
     return Placement(req.replica, s.names[best], best_score, scanned, filtered, top)
