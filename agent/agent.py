@@ -377,6 +377,7 @@ class ReplicaWorker:
 
     def _on_probe_result(self, kind: str, probe_kind: str) -> Callable[[bool], None]:
         def result(ok: bool) -> None:
+            self.agent.metrics.probe_checks.labels(probe=kind, kind=probe_kind).inc()
             if not ok:
                 self.agent.metrics.probe_failures.labels(probe=kind, kind=probe_kind).inc()
 

@@ -38,6 +38,12 @@ class AgentMetrics:
             ["probe", "kind"],
             registry=r,
         )
+        self.probe_checks = Counter(
+            "gantry_agent_probe_checks",
+            "Probe checks performed",
+            ["probe", "kind"],
+            registry=r,
+        )
         self.start_latency = Histogram(
             "gantry_agent_container_start_seconds",
             "Time to create and start a container (bundle, network, runtime)",

@@ -113,7 +113,8 @@ def validate(s: AgentSettings) -> None:
     if not s.controller:
         raise SettingsError("controller: at least one controller address is required")
     for c in s.controller:
-        split_host_port(c, what="controller")
+        if not c.startswith("unix:"):  # grpc's unix:/path targets are fine as they are
+            split_host_port(c, what="controller")
     split_host_port(s.listen, what="listen")
     if s.runtime not in ("core", "runc"):
         raise SettingsError(f"runtime: expected core or runc, got {s.runtime!r}")
