@@ -51,9 +51,9 @@ def human(n: float) -> str:
 class ProgressLine:
     """Per-blob progress on stderr: redrawn in place on a terminal, one line per blob otherwise."""
 
-    def __init__(self, verb: str, out: TextIO = sys.stderr) -> None:
-        self.verb, self.out = verb, out
-        self.tty = out.isatty()
+    def __init__(self, verb: str, out: TextIO | None = None) -> None:
+        self.verb, self.out = verb, out or sys.stderr
+        self.tty = self.out.isatty()
         self.last = 0.0
 
     def __call__(self, digest: str, done: int, total: int) -> None:
