@@ -438,3 +438,26 @@ def test_canonical_deployment_applies_defaults_and_is_idempotent() -> None:
     assert canonical_deployment(doc) == doc
     with pytest.raises(ManifestError):
         canonical_deployment({"kind": "Deployment"})
+
+
+def _round_trip(doc: dict[str, Any]) -> dict[str, Any]:
+    msg = json_format.ParseDict(doc, types_pb2.Deployment())
+    return canonical_deployment(json_format.MessageToDict(msg))
+
+
+def test_canonical_form_survives_a_protobuf_round_trip() -> None:
+    """What the CLI sends and the server re-validates is the same: apply stays 'unchanged'."""
+    docs = load_manifests((ROOT / "deploy/examples/shop.yaml").read_text(), "shop.yaml")
+    extra = one(
+        MINIMAL
+        + """\
+    env: [{name: EMPTY, value: ""}]
+    readinessProbe: {exec: {command: [cat, /etc/hostname]}}
+  replicas: 0
+  strategy:
+    type: Canary
+    canary: {steps: [{setWeight: 0}, {pause: {}}, {pause: {duration: 1m}}]}
+"""
+    )
+    for doc in [*docs, extra]:
+        assert _round_trip(doc) == doc
