@@ -158,8 +158,8 @@ async def run_persisted(
                     key = keys.replica(d.name, p.replica)
                     pairs.append((ModIs(key, 0), Put(key, rec)))
                 guard = ModIs(keys.deployment(d.name), dep_rev[keys.deployment(d.name)])
-                await store.txn_batched([guard], pairs, size=99)
-                txns += -(-len(pairs) // 99)
+                await store.txn_batched([guard], pairs, size=100)
+                txns += -(-len(pairs) // 100)
                 n += len(placed)
             return n
 
