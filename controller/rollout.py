@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -528,3 +529,76 @@ def steps_summary(steps: Sequence[Mapping[str, Any]]) -> list[str]:
         elif "analysis" in s:
             out.append(f"analysis {(s['analysis'] or {}).get('windowSeconds', 60)}s")
     return out
+
+
+# ---------------------------------------------------------------- etcd record
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else ""
+
+
+def _metrics_record(m: VersionMetrics | None) -> dict[str, float] | None:
+    if m is None:
+        return None
+    return {"requests": m.requests, "errorRate": m.error_rate, "p99Ms": m.p99_ms}
+
+
+def _metrics_of(rec: Any) -> VersionMetrics | None:
+    if not isinstance(rec, Mapping):
+        return None
+    return VersionMetrics(
+        float(rec.get("requests", 0.0)),
+        float(rec.get("errorRate", 0.0)),
+        float(rec.get("p99Ms", 0.0)),
+    )
+
+
+def rollout_to_record(state: RolloutState) -> dict[str, Any]:
+    """The JSON kept at /gantry/rollouts/<name>: gantry.v1.Rollout's JSON mapping
+    plus `steps`, `startedTs` and `stepStartedTs` (exact floats) for resuming."""
+    rec: dict[str, Any] = {
+        "deployment": state.deployment,
+        "type": str(state.type),
+        "phase": str(state.phase),
+        "step": state.step,
+        "canaryWeight": state.canary_weight,
+        "canaryTemplate": dict(state.canary_template),
+        "canaryRevision": state.canary_revision,
+        "stableRevision": state.stable_revision,
+        "canaryReplicas": state.canary_replicas,
+        "message": state.message,
+        "startedAt": _iso(state.started_at),
+        "stepStartedAt": _iso(state.step_started_at),
+        "steps": [dict(s) for s in state.steps],
+        "startedTs": state.started_at,
+        "stepStartedTs": state.step_started_at,
+    }
+    for key, m in (
+        ("stableMetrics", state.stable_metrics),
+        ("canaryMetrics", state.canary_metrics),
+    ):
+        if m is not None:
+            rec[key] = _metrics_record(m)
+    return rec
+
+
+def rollout_from_record(rec: Mapping[str, Any]) -> RolloutState:
+    """Back from etcd (int64 fields may arrive as strings, as protobuf JSON writes them)."""
+    return RolloutState(
+        deployment=str(rec.get("deployment", "")),
+        type=RolloutType(rec.get("type") or RolloutType.CANARY),
+        phase=RolloutPhase(rec.get("phase") or RolloutPhase.PROGRESSING),
+        step=int(rec.get("step", 0)),
+        canary_weight=int(rec.get("canaryWeight", 0)),
+        canary_template=dict(rec.get("canaryTemplate") or {}),
+        canary_revision=int(rec.get("canaryRevision", 0)),
+        stable_revision=int(rec.get("stableRevision", 0)),
+        canary_replicas=int(rec.get("canaryReplicas", 1)),
+        steps=tuple(rec.get("steps") or ()),
+        message=str(rec.get("message", "")),
+        started_at=float(rec.get("startedTs", 0.0)),
+        step_started_at=float(rec.get("stepStartedTs", 0.0)),
+        stable_metrics=_metrics_of(rec.get("stableMetrics")),
+        canary_metrics=_metrics_of(rec.get("canaryMetrics")),
+    )

@@ -348,3 +348,51 @@ def test_property_plain_scaling_places_or_stops_the_difference(
     assert len(plan.replace) == lost
     # Never both create and stop when only scaling.
     assert not (plan.place and plan.stop)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(0, 6),
+    st.integers(1, 3),
+    st.sampled_from(list(RolloutPhase)),
+    st.integers(0, 4),
+)
+def test_property_canary_converges_for_every_phase(
+    want: int, canary_n: int, phase: RolloutPhase, junk: int
+) -> None:
+    d = dep(want, revision=1)
+    ro = replace(_canary(phase, canary_n))
+    world = [replica(revision=1) for _ in range(want)]
+    world += [replica(revision=5, track=Track.CANARY) for _ in range(junk)]
+    now = 0.0
+    for _ in range(40):
+        plan = reconcile(d, world, NODES, now, rollout=ro)
+        if plan.empty and plan.requeue_at is None and all(r.ready for r in world):
+            break
+        world = settle(apply_plan(plan, world, now, NODES), now)
+        now += 10
+    else:
+        raise AssertionError("did not converge")
+    canaries = [r for r in world if r.track is Track.CANARY]
+    stable = [r for r in world if r.track is Track.STABLE]
+    expect_canary = canary_n if ro.wants_canary_replicas() else 0
+    assert len(canaries) == expect_canary
+    assert all(r.revision == 2 for r in canaries)
+    assert len(stable) == want
+    assert {r.revision for r in stable} <= {ro.stable_target_revision() if ro.active else 1}
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 8), st.lists(st.sampled_from(["n1", "n2", "n3"]), min_size=1, max_size=8))
+def test_property_lost_node_work_moves_to_ready_nodes(want: int, placement: list[str]) -> None:
+    nodes = [replace(NODES[0], ready=False, not_ready_since=0.0), *NODES[1:]]
+    world = [replica(node=n) for n in placement]
+    now = 100.0
+    for _ in range(20):
+        plan = reconcile(dep(want), world, nodes, now)
+        if plan.empty and plan.requeue_at is None and all(r.ready for r in world):
+            break
+        world = settle(apply_plan(plan, world, now, nodes), now)
+        now += 10
+    assert len(world) == want
+    assert all(r.node != "n1" for r in world)

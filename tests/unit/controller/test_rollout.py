@@ -301,3 +301,44 @@ def test_steps_summary() -> None:
         "analysis 30s",
         "pause until promoted",
     ]
+
+
+# ---------------------------------------------------------------- etcd record
+
+
+def test_record_round_trip_resumes_the_same_state() -> None:
+    from controller.rollout import rollout_from_record, rollout_to_record
+
+    s = replace(
+        started(1700000000.5),
+        step=2,
+        phase=RolloutPhase.ANALYZING,
+        canary_weight=20,
+        step_started_at=1700000010.25,
+        canary_metrics=VersionMetrics(10, 0.1, 50.0),
+        stable_metrics=VersionMetrics(90, 0.0, 40.0),
+    )
+    rec = rollout_to_record(s)
+    assert rec["startedAt"] == "2023-11-14T22:13:20Z"
+    assert rec["canaryMetrics"] == {"requests": 10, "errorRate": 0.1, "p99Ms": 50.0}
+    assert rollout_from_record(rec) == s
+
+
+def test_record_is_readable_as_the_rollout_message() -> None:
+    from google.protobuf import json_format
+
+    from controller.rollout import rollout_to_record
+    from gantry.v1 import types_pb2
+
+    rec = rollout_to_record(replace(started(5.0), canary_metrics=VersionMetrics(1, 0, 2)))
+    msg = json_format.ParseDict(rec, types_pb2.Rollout(), ignore_unknown_fields=True)
+    assert msg.phase == "Progressing" and msg.canary_revision == 2
+    assert msg.canary_template.image == "web:2"
+    assert msg.canary_metrics.p99_ms == 2
+
+
+def test_record_from_protobuf_json_with_string_int64() -> None:
+    from controller.rollout import rollout_from_record
+
+    s = rollout_from_record({"deployment": "web", "canaryRevision": "7", "stableRevision": "6"})
+    assert (s.canary_revision, s.stable_revision, s.phase) == (7, 6, RolloutPhase.PROGRESSING)
