@@ -14,6 +14,7 @@ import asyncio
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,20 @@ async def serve(settings: AgentSettings, runtime: Any) -> None:
             await close()
 
 
+def make_runtime(settings: AgentSettings) -> Any:
+    """The runtime the settings name. The core forks its helper here: no thread may exist."""
+    root = settings.state_dir / "runtime"
+    if settings.runtime == "runc":
+        from agent.runtime.runc import Runc
+
+        return Runc(state_dir=root, prefix=settings.prefix)
+    from agent.runtime.core import Core
+
+    if threading.active_count() != 1:
+        raise SystemExit("agent: a thread exists before the core's fork; refusing to fork")
+    return Core.prefork(state_dir=root, prefix=settings.prefix)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -91,8 +106,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    from agent.agent import make_runtime
-
     runtime = make_runtime(settings)  # before any thread exists: the core forks its helper
     try:
         asyncio.run(serve(settings, runtime))

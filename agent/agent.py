@@ -496,6 +496,7 @@ class Agent:
         self.heartbeat_interval = settings.heartbeat_interval
         self.http_session: aiohttp.ClientSession | None = None
         self.assignment_version = -1
+        self._reported_gone: set[str] = set()
         self._reregister = asyncio.Event()
 
     # -- paths --
@@ -591,12 +592,31 @@ class Agent:
                 worker.assignment = a
         running = {w.key for w in self.workers.values()}
         for key, a in desired.items():
-            if key in running or a.desired == "drain":
+            if key in running:
+                continue
+            if a.desired == "drain":
+                self._report_gone(a)
                 continue
             worker = ReplicaWorker(self, a)
             self.workers[worker.cid] = worker
             worker.start(lc.Assigned())
         self.refresh_phase_gauge()
+
+    def _report_gone(self, a: nodes_pb2.Assignment) -> None:
+        """A drain for a replica this node no longer runs: say it is stopped (once)."""
+        cid = container_id_for(self.settings.prefix, a.replica, a.epoch)
+        if cid in self._reported_gone:
+            return
+        self._reported_gone.add(cid)
+        status = nodes_pb2.ReplicaStatus(
+            replica=a.replica,
+            epoch=a.epoch,
+            phase="Stopped",
+            reason="NotRunning",
+            container_id=cid,
+            deployment=a.deployment,
+        )
+        self.reporter.update(cid, status)
 
     def statuses(self) -> list[nodes_pb2.ReplicaStatus]:
         return [w.status() for w in self.workers.values() if not w.done.is_set()]
@@ -903,18 +923,6 @@ def _remove_tree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
-
-
-def make_runtime(settings: AgentSettings) -> Runtime:
-    """The runtime the settings name. Call before any thread exists (the core forks)."""
-    root = settings.state_dir / "runtime"
-    if settings.runtime == "runc":
-        from agent.runtime.runc import Runc
-
-        return Runc(state_dir=root, prefix=settings.prefix)
-    from agent.runtime.core import Core
-
-    return Core.prefork(state_dir=root, prefix=settings.prefix)
 
 
 async def make_provisioner(settings: AgentSettings) -> HostProvisioner:

@@ -404,3 +404,11 @@ async def test_follows_a_new_controller(tmp_path: Path, listener: int) -> None:
             await server_b.stop(0)
     finally:
         await n.close()
+
+
+async def test_drain_of_unknown_replica_reports_stopped(tmp_path: Path) -> None:
+    async with env(tmp_path) as (nodes, node):
+        # e.g. the agent stopped it, then restarted before its report went out
+        await nodes.push(assignment("gone-1", desired="drain", drain=5))
+        await until(lambda: (s := nodes.latest("gone-1")) is not None and s.phase == "Stopped")
+        assert node.runtime.calls == []

@@ -126,7 +126,10 @@ def assignment(replica: str, epoch: int = 1) -> nodes_pb2.Assignment:
     )
 
 
-async def test_real_container_published_port_and_adoption(host_sweep: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("runtime", ["core", "runc"])
+async def test_real_container_published_port_and_adoption(
+    host_sweep: str, tmp_path: Path, runtime: str
+) -> None:
     if os.geteuid() != 0:
         pytest.fail("this test needs root (CI runs as root)")
     prefix = host_sweep
@@ -140,7 +143,7 @@ async def test_real_container_published_port_and_adoption(host_sweep: str, tmp_p
     argv = [
         "--controller", sock, "--name", "n1", "--address", NODE_ADDRESS,
         "--listen", f"{NODE_ADDRESS}:0", "--state-dir", str(state),
-        "--runtime", "core", "--prefix", prefix,
+        "--runtime", runtime, "--prefix", prefix,
     ]  # fmt: skip
     log = tmp_path / "agent.log"
     agents: list[AgentProcess] = []
