@@ -203,16 +203,18 @@ class ClientConn(asyncio.Protocol):
             if self.queue:
                 req = self.queue[-1]
                 req.upgrade_rest = [data[exc.args[0] :]]
-        except _HeadTooLarge:
-            self._local(
-                431,
-                f"request head larger than {self.proxy.settings.max_header_bytes} bytes",
-                close=True,
-            )
-        except httpmsg.BadRequest as exc:
-            self._local(400, str(exc), close=True)
         except httptools.HttpParserError as exc:
-            self._local(400, f"malformed request ({exc})", close=True)
+            cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else None
+            limit = self.proxy.settings.max_header_bytes
+            if isinstance(cause, _HeadTooLarge):
+                self._local(431, f"request head larger than {limit} bytes", close=True)
+            elif isinstance(cause, httpmsg.BadRequest):
+                self._local(400, str(cause), close=True)
+            elif cause is not None:
+                log.error("request handling failed: %r", cause)
+                self._local(400, "request could not be handled", close=True)
+            else:
+                self._local(400, f"malformed request ({exc})", close=True)
         else:
             if self.in_head:
                 self.raw_head += len(data)
