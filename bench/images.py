@@ -3,7 +3,7 @@
     .venv/bin/python bench/images.py [--quick]
 
 Starts a private registry (Debian's docker-registry) on a free loopback port
-in a temp dir. build_cold_s = hello:v1 from an empty store and build cache
+in a temp dir. build_cold_s = the demo images from an empty store and cache
 (busybox rootfs laid out and imported, hello v1 and v2 built); build_cached_s =
 the same build again (every step from the cache). pull_cold_s = hello:v1 into
 an empty store, layers unpacked (what a node does the first time);

@@ -13,6 +13,7 @@ Every failure is an ImageError naming the ref and the problem.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import hashlib
@@ -59,6 +60,10 @@ WRITE_BATCH = 1 << 20
 class Credentials:
     username: str
     password: str
+
+    def basic(self) -> str:
+        raw = f"{self.username}:{self.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
 
 
 def _registry_error(body: bytes) -> str:
@@ -123,9 +128,7 @@ class RegistryClient:
         if scheme == "basic":
             if creds is None:
                 raise AuthError(f"{ref}: registry {ref.registry} wants a username and password")
-            self._tokens[(ref.registry, scope)] = aiohttp.BasicAuth(
-                creds.username, creds.password
-            ).encode()
+            self._tokens[(ref.registry, scope)] = creds.basic()
             return
         if scheme != "bearer" or "realm" not in params:
             raise AuthError(
@@ -134,10 +137,10 @@ class RegistryClient:
         query = {"scope": scope}
         if "service" in params:
             query["service"] = params["service"]
-        auth = aiohttp.BasicAuth(creds.username, creds.password) if creds else None
+        headers = {"Authorization": creds.basic()} if creds else {}
         url = params["realm"] + "?" + urlencode(query)
         try:
-            async with self._http().get(url, auth=auth) as resp:
+            async with self._http().get(url, headers=headers) as resp:
                 body = await resp.read()
                 if resp.status != 200:
                     raise AuthError(
