@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.model import (
@@ -59,11 +59,13 @@ def test_bad_quantities(bad: object) -> None:
         parse_memory(bad)  # type: ignore[arg-type]
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 10**6))
 def test_cpu_round_trips(m: int) -> None:
     assert parse_cpu(format_cpu(m)) == m
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**40))
 def test_memory_round_trips(n: int) -> None:
     assert parse_memory(format_memory(n)) == n

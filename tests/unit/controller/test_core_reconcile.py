@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ctlsim import apply_plan, replica, settle
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.model import (
@@ -285,7 +285,7 @@ def _bounds(d: DeploymentState) -> tuple[int, int]:
     return resolve_surge_unavailable(d.rolling.max_surge, d.rolling.max_unavailable, d.replicas)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rollouts())
 def test_property_converges_to_exact_count_and_empty_plan(
     case: tuple[DeploymentState, list[ReplicaState]],
@@ -305,7 +305,7 @@ def test_property_converges_to_exact_count_and_empty_plan(
     assert reconcile(d, world, NODES, now + 100).empty
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rollouts())
 def test_property_surge_and_unavailable_bounds_hold_during_a_rollout(
     case: tuple[DeploymentState, list[ReplicaState]],
@@ -334,7 +334,7 @@ def test_property_surge_and_unavailable_bounds_hold_during_a_rollout(
     assert sorted(r.revision for r in world) == [3] * d.replicas
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 10), st.integers(0, 10), st.integers(0, 3))
 def test_property_plain_scaling_places_or_stops_the_difference(
     have: int, want: int, lost: int
@@ -350,7 +350,7 @@ def test_property_plain_scaling_places_or_stops_the_difference(
     assert not (plan.place and plan.stop)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.integers(0, 6),
     st.integers(1, 3),
@@ -382,7 +382,7 @@ def test_property_canary_converges_for_every_phase(
     assert {r.revision for r in stable} <= {ro.stable_target_revision() if ro.active else 1}
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(1, 8), st.lists(st.sampled_from(["n1", "n2", "n3"]), min_size=1, max_size=8))
 def test_property_lost_node_work_moves_to_ready_nodes(want: int, placement: list[str]) -> None:
     nodes = [replace(NODES[0], ready=False, not_ready_since=0.0), *NODES[1:]]

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 from ctlsim import replica
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.model import DeploymentState, RollingParams, Track
@@ -248,6 +248,7 @@ def test_no_traffic_is_zero_not_a_division_error() -> None:
     assert canary_metrics_from_stats(TrafficStats(), TrafficStats()) == VersionMetrics(0, 0, 0)
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 1000), st.integers(0, 1000))
 def test_property_error_rate_is_a_share(req: int, err: int) -> None:
     m = canary_metrics_from_stats(None, TrafficStats(req, min(err, req), ()))
@@ -257,6 +258,7 @@ def test_property_error_rate_is_a_share(req: int, err: int) -> None:
 # ---------------------------------------------------------------- rolling helpers
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 500), st.integers(0, 100), st.integers(0, 100))
 def test_property_fenceposts_round_like_kubernetes(n: int, s: int, u: int) -> None:
     surge, unavail = resolve_surge_unavailable(f"{s}%", f"{u}%", n)

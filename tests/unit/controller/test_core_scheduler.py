@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import statistics
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.model import Capacity, DeploymentState, GiB, MiB, NodeState, ReplicaState
@@ -169,7 +169,7 @@ def test_fill_is_even_on_a_large_cluster() -> None:
     assert statistics.pstdev(fr) / statistics.mean(fr) < 0.1
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.tuples(st.integers(0, 4000), st.integers(0, 4), st.booleans()), min_size=1, max_size=12
