@@ -286,7 +286,11 @@ class ReplicaWorker:
     # -- actions --
     async def _do(self, act: lc.Act) -> lc.Event | None:
         handler = getattr(self, f"_act_{act.value}")
-        result: lc.Event | None = await handler()
+        try:
+            result: lc.Event | None = await handler()
+        except Exception:  # a bug must not leave the replica without a driver
+            log.exception("replica %s: action %s failed", self.rec.name, act.value)
+            return None
         return result
 
     async def _act_pull(self) -> lc.Event:

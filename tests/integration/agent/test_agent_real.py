@@ -199,6 +199,16 @@ async def test_real_container_published_port_and_adoption(
             assert containers == [cid]  # adopted, not duplicated
             assert await fetch_in(ns, url) == "hello from the container\n"
 
+            # SIGTERM: the agent exits cleanly and leaves the container running.
+            agents[-1].kill(signal.SIGTERM)
+            assert await agents[-1].wait() == 0
+            assert await fetch_in(ns, url) == "hello from the container\n"
+            registers = len(nodes.registers)
+            agents.append(AgentProcess(ns, argv, log))
+            await until(lambda: len(nodes.registers) > registers, what="third register")
+            assert [r.container_id for r in nodes.registers[-1].running] == [cid]
+            await until(lambda: nodes.streams >= 3, what="third assignments stream")
+
             # Unassigned: stopped, cleaned, and the port stops answering.
             await nodes.push()
             await until(
