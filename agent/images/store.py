@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,6 @@ from agent.images.errors import CorruptBlob, ImageError, ImageInUse, NotFound
 from agent.images.layers import unpack_layer
 from agent.images.refs import (
     DIGEST_RE,
-    OCI_MANIFEST,
     Manifest,
     parse_config,
     parse_manifest,
@@ -38,6 +38,7 @@ from agent.images.refs import (
 )
 
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
+TMP_MAX_AGE_S = 3600.0  # gc removes temp files older than this (left by a crash)
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,7 @@ class ImageStore:
 
     def tag(self, ref: str, digest: str) -> None:
         key = normalize_ref(ref)
+        media_type = self.manifest(digest, key).media_type
         size = self.blob_path(digest).stat().st_size
         with self.locked():
             entries = [
@@ -207,7 +209,7 @@ class ImageStore:
             ]
             entries.append(
                 {
-                    "mediaType": OCI_MANIFEST,
+                    "mediaType": media_type,
                     "digest": digest,
                     "size": size,
                     "annotations": {REF_ANNOTATION: key},
@@ -366,6 +368,14 @@ class ImageStore:
                     freed += path.stat().st_size
                     path.unlink()
                     n_blobs += 1
+            stale = time.time() - TMP_MAX_AGE_S
+            for path in self.tmp.iterdir():
+                with contextlib.suppress(OSError):
+                    if path.lstat().st_mtime < stale:
+                        if path.is_dir() and not path.is_symlink():
+                            shutil.rmtree(path)
+                        else:
+                            path.unlink()
             live_hex = {d.split(":", 1)[1] for d in live_layers}
             for path in self.layers.iterdir():
                 if path.name not in live_hex:

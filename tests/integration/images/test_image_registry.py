@@ -281,3 +281,57 @@ async def test_missing_tag_down_registry_and_bad_manifest_leave_store_unchanged(
     assert "diff_ids" in one_line(exc4.value)
     assert snapshot(images.store.root) == before
     assert OCI_LAYER_GZIP == manifest.layers[0].media_type
+
+
+async def test_docker_v2_manifest_and_index_pick_linux_amd64(
+    images: Images, busybox: str, registry: str, tmp_path: Path
+) -> None:
+    v1 = await _build_app(images, tmp_path, f"{registry}/app:v1", "one\n")
+    v2 = await _build_app(images, tmp_path, f"{registry}/app:v2", "two\n")
+    await images.push(f"{registry}/app:v1")
+    await images.push(f"{registry}/app:v2")
+    # skopeo rewrites it as a Docker v2 schema 2 manifest.
+    copy = await asyncio.to_thread(
+        _skopeo, "copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--format", "v2s2",
+        f"docker://{registry}/app:v1", f"docker://{registry}/app:docker",
+    )  # fmt: skip
+    assert copy.returncode == 0, copy.stderr
+    # An index whose linux/amd64 entry is v1 and linux/arm64 entry is v2.
+    sizes = {d: images.store.blob_path(d).stat().st_size for d in (v1, v2)}
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": v2, "size": sizes[v2],
+             "platform": {"architecture": "arm64", "os": "linux"}},
+            {"mediaType": OCI_MANIFEST, "digest": v1, "size": sizes[v1],
+             "platform": {"architecture": "amd64", "os": "linux"}},
+        ],
+    }  # fmt: skip
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async with http.put(
+            f"http://{registry}/v2/app/manifests/multi",
+            data=json.dumps(index).encode(),
+            headers={"Content-Type": "application/vnd.oci.image.index.v1+json"},
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+
+    async with Images(tmp_path / "other") as fresh:
+        docker = await fresh.resolve(f"{registry}/app:docker")
+        _, manifest, _ = fresh.store.load(f"{registry}/app:docker")
+        assert manifest.media_type == "application/vnd.docker.distribution.manifest.v2+json"
+        assert (docker.layer_dirs[-1] / "app" / "app.txt").read_text() == "one\n"
+        multi = await fresh.resolve(f"{registry}/app:multi")
+        assert multi.digest == v1
+        assert (multi.layer_dirs[-1] / "app" / "app.txt").read_text() == "one\n"
+        # The Docker-typed image can be pushed on from this store, and skopeo still reads it.
+        assert (
+            await fresh.push(f"{registry}/again:v1", source=f"{registry}/app:docker")
+            == docker.digest
+        )
+    inspect = await asyncio.to_thread(
+        _skopeo, "inspect", "--tls-verify=false", f"docker://{registry}/again:v1"
+    )
+    assert inspect.returncode == 0 and json.loads(inspect.stdout)["Digest"] == docker.digest
