@@ -53,6 +53,7 @@ from agent.images.store import ImageStore
 
 Progress = Callable[[str, int, int], None]  # (digest, bytes done, bytes total)
 MAX_MANIFEST = 4 << 20
+CHUNK_SIZE = 32 << 20
 WRITE_BATCH = 1 << 20
 
 
@@ -83,8 +84,10 @@ class RegistryClient:
         credentials: dict[str, Credentials] | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 120.0,
+        chunk_size: int = CHUNK_SIZE,
     ) -> None:
         self.store = store
+        self.chunk_size = chunk_size  # blobs larger than this are uploaded in PATCH chunks
         self.credentials = credentials or {}
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_read=read_timeout
@@ -361,10 +364,13 @@ class RegistryClient:
                 f"{registry_base(ref.registry)}/v2/{ref.repo}/blobs/uploads/",
                 resp.headers["Location"],
             )
+        if size > self.chunk_size:
+            location = await self._upload_chunks(ref, location, digest, path, size, progress)
+            size = 0
         sep = "&" if "?" in location else "?"
 
         def body() -> Any:
-            return _file_chunks(path, digest, size, progress)
+            return _file_chunks(path, digest, size, progress) if size else b""
 
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         async with self._request(
@@ -374,6 +380,34 @@ class RegistryClient:
                 raise ImageError(
                     f"{ref}: upload of blob {digest[:19]} failed: {resp.status} {_registry_error(await resp.read())}"
                 )
+
+    async def _upload_chunks(
+        self, ref: Ref, location: str, digest: str, path: Path, size: int, progress: Progress | None
+    ) -> str:
+        """PATCH the blob in chunks; returns the Location for the closing PUT."""
+        offset = 0
+        f = await asyncio.to_thread(open, path, "rb")
+        with f:
+            while offset < size:
+                chunk = await asyncio.to_thread(f.read, self.chunk_size)
+                end = offset + len(chunk) - 1
+                headers = {
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"{offset}-{end}",
+                    "Content-Length": str(len(chunk)),
+                }
+                async with self._request(
+                    "PATCH", ref, location, push=True, headers=headers, body=_const(chunk)
+                ) as resp:
+                    if resp.status != 202 or "Location" not in resp.headers:
+                        raise ImageError(
+                            f"{ref}: chunk {offset}-{end} of blob {digest[:19]} refused: {resp.status} {_registry_error(await resp.read())}"
+                        )
+                    location = urljoin(location, resp.headers["Location"])
+                offset = end + 1
+                if progress:
+                    progress(digest, offset, size)
+        return location
 
     async def push(
         self, ref_text: str, *, source: str | None = None, progress: Progress | None = None
@@ -418,3 +452,7 @@ async def _file_chunks(
             if progress:
                 progress(digest, done, size)
             yield chunk
+
+
+def _const(data: bytes) -> Callable[[], bytes]:
+    return lambda: data

@@ -335,3 +335,18 @@ async def test_docker_v2_manifest_and_index_pick_linux_amd64(
         _skopeo, "inspect", "--tls-verify=false", f"docker://{registry}/again:v1"
     )
     assert inspect.returncode == 0 and json.loads(inspect.stdout)["Digest"] == docker.digest
+
+
+async def test_chunked_upload(images: Images, busybox: str, registry: str, tmp_path: Path) -> None:
+    ref = f"{registry}/chunked:v1"
+    digest = await _build_app(images, tmp_path, ref)
+    images.client.chunk_size = 100_000  # the ~1 MB busybox layer goes up in 11 PATCHes
+    seen: list[int] = []
+    assert await images.push(ref, progress=lambda d, done, total: seen.append(done)) == digest
+    assert len([n for n in seen if n % 100_000 == 0]) >= 10
+    async with Images(tmp_path / "other") as fresh:
+        assert await fresh.pull(ref) == digest
+        layer = fresh.store.load(ref)[1].layers[0].digest
+        assert (
+            fresh.store.blob_path(layer).read_bytes() == images.store.blob_path(layer).read_bytes()
+        )
