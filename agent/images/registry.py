@@ -95,6 +95,7 @@ class RegistryClient:
         self._session: aiohttp.ClientSession | None = None
         self._tokens: dict[tuple[str, str], str] = {}
         self._inflight: dict[str, asyncio.Task[Path]] = {}
+        self._waiters: collections.Counter[str] = collections.Counter()  # pulls holding a temp blob
         self.blob_downloads: collections.Counter[str] = collections.Counter()
 
     async def __aenter__(self) -> RegistryClient:
@@ -226,8 +227,11 @@ class RegistryClient:
             raise CorruptBlob(f"{ref}: manifest {reference[:19]} has digest {digest[:19]}: corrupt")
         return body, media_type_of(parse_json(body, f"{ref}: manifest"), header_type), digest
 
+    def _temp_name(self, digest: str) -> Path:
+        return self.store.tmp / f"dl-{digest.split(':', 1)[1]}-{os.getpid()}"
+
     async def _download(self, ref: Ref, digest: str, size: int, progress: Progress | None) -> Path:
-        tmp = self.store.tmp / f"dl-{digest.split(':', 1)[1]}-{os.getpid()}"
+        tmp = self._temp_name(digest)
         self.blob_downloads[digest] += 1
         h = hashlib.sha256()
         done = 0
@@ -308,29 +312,41 @@ class RegistryClient:
             (manifest.config.digest, manifest.config.size),
             *((x.digest, x.size) for x in manifest.layers),
         ]
-        results = await asyncio.gather(
-            *(self._fetch(ref, d, s, progress) for d, s in blobs), return_exceptions=True
-        )
-        errors = [r for r in results if isinstance(r, BaseException)]
-        temps = [r if isinstance(r, Path) else None for r in results]
+        unique = list(dict.fromkeys(blobs))
+        held = [d for d, _ in unique if not self.store.has_blob(d)]
+        self._waiters.update(held)
         try:
+            results = await asyncio.gather(
+                *(self._fetch(ref, d, s, progress) for d, s in unique), return_exceptions=True
+            )
+            errors = [r for r in results if isinstance(r, BaseException)]
             if errors:
                 raise errors[0]
-            config_path = temps[0] or self.store.blob_path(manifest.config.digest)
+            temps = {d: r for (d, _), r in zip(unique, results, strict=True) if isinstance(r, Path)}
+            config_path = temps.get(manifest.config.digest) or self.store.blob_path(
+                manifest.config.digest
+            )
             config_bytes = await asyncio.to_thread(config_path.read_bytes)
             if sha256_digest(config_bytes) != manifest.config.digest:
                 raise CorruptBlob(f"{ref}: config blob {manifest.config.digest[:19]} is corrupt")
             parse_config(config_bytes, f"{ref}: config", len(manifest.layers))
-        except BaseException:
-            for (d, _), t in zip(blobs, temps, strict=True):
-                if t is not None and d not in self._inflight:
-                    t.unlink(missing_ok=True)
-            raise
-        for (d, _), t in zip(blobs, temps, strict=True):
-            self._commit(d, t)
-        self.store.put_bytes(body)
-        self.store.tag(str(ref), digest)
-        return digest
+            for d, t in temps.items():
+                self._commit(d, t)
+            self.store.put_bytes(body)
+            self.store.tag(str(ref), digest)
+            return digest
+        finally:
+            self._release(ref, held)
+
+    def _release(self, ref: Ref, held: list[str]) -> None:
+        """Drop this pull's claim on its temp blobs; the last claimant removes uncommitted ones."""
+        for d in held:
+            self._waiters[d] -= 1
+            if self._waiters[d] <= 0:
+                del self._waiters[d]
+                if d not in self._inflight:
+                    tmp = self._temp_name(d)
+                    tmp.unlink(missing_ok=True)
 
     async def remote_digest(self, ref_text: str) -> str | None:
         """The digest the registry holds for `ref_text`, or None if it has no such tag."""

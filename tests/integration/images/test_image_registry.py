@@ -202,6 +202,20 @@ async def test_corrupt_blob_in_registry_is_refused_and_never_stored(
             assert ref in msg and layer[:19] in msg and "corrupt" in msg
             assert snapshot(fresh.store.root) == before
             assert not any(p.name.startswith("dl-") for p in fresh.store.tmp.iterdir())
+        # A good image pulled at the same time, sharing the base layer, is unharmed.
+        good = f"{registry}/app:good"
+        await _build_app(images, tmp_path, good, "good\n")
+        await images.push(good)
+        async with Images(tmp_path / "third") as third:
+            results = await asyncio.gather(
+                third.pull(ref), third.pull(good), return_exceptions=True
+            )
+            assert isinstance(results[0], CorruptBlob) and results[1] == images.store.lookup(good)
+            base = images.store.load(good)[1].layers[0].digest
+            assert third.client.blob_downloads[base] == 1
+            assert (await third.resolve(good)).digest == results[1]
+            assert third.store.lookup(ref) is None
+            assert not any(p.name.startswith("dl-") for p in third.store.tmp.iterdir())
     finally:
         svc.stop()
 
