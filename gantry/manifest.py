@@ -566,13 +566,19 @@ def canonical_deployment(d: Any) -> dict[str, Any]:
 class _Composer:
     """Turns a YAML node tree into Python values, noting each field's line."""
 
+    MAX_NODES = 200_000  # aliases can make a small file expand without bound
+
     def __init__(self) -> None:
         self.constructor = yaml.SafeLoader("")
+        self.built = 0
 
     def build(
         self, node: yaml.Node, path: str, lines: dict[str, int], errs: list[tuple[int, str]]
     ) -> Any:
         lines.setdefault(path, node.start_mark.line + 1)
+        self.built += 1
+        if self.built > self.MAX_NODES:
+            raise yaml.YAMLError(f"document expands to more than {self.MAX_NODES} nodes (aliases?)")
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for knode, vnode in node.value:

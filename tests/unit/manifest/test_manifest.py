@@ -461,3 +461,13 @@ def test_canonical_form_survives_a_protobuf_round_trip() -> None:
     )
     for doc in [*docs, extra]:
         assert _round_trip(doc) == doc
+
+
+def test_alias_bomb_is_refused_not_expanded() -> None:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for i in range(1, 9):
+        prev = f"*a{i - 1}"
+        lines.append(f"a{i}: &a{i} [{', '.join([prev] * 10)}]")
+    errs = errors_of("\n".join(lines) + "\n", "bomb.yaml")
+    assert len(errs) == 1 and "more than 200000 nodes" in errs[0]
+    assert errs[0].startswith("bomb.yaml:1 ")
