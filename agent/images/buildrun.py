@@ -1,8 +1,9 @@
 """Running a build's RUN step in a container, through the Runtime seam.
 
 `step_runtime()` is the one place that chooses the runtime for RUN steps:
-today a minimal runc wrapper (create+start+wait via `runc run`), to be
-switched to agent/runtime's Core once it is ready. `run_step` writes an OCI
+agent/runtime's `Runc` (the Runtime protocol over runc). The Core needs its
+zygote forked before any thread starts, which a CLI build cannot promise;
+`RuncOnce`, a minimal self-contained runc wrapper, is the one-line fallback. `run_step` writes an OCI
 runtime-spec bundle for a rootfs that is already an overlay mount, runs the
 command with the image's env, working dir and user, and returns the exit
 code and the tail of the output.
@@ -85,8 +86,10 @@ class RuncOnce:
 
 
 def step_runtime(state_root: Path) -> Runtime:
-    """The runtime RUN steps use. Switch to agent.runtime.core.Core here when it is ready."""
-    return RuncOnce(state_root)
+    """The runtime RUN steps use (the Core needs a zygote forked before threads start)."""
+    from agent.runtime.runc import Runc
+
+    return Runc(state_dir=state_root, prefix="gantry-build")
 
 
 def _lookup_id(rootfs: Path, file: str, name: str) -> tuple[int, int] | None:
@@ -208,6 +211,9 @@ async def run_step(
     )
     (bundle_dir / "config.json").write_text(json.dumps(config))
     log = bundle_dir / "output.log"
-    code = await runtime.run(container_id, bundle_dir, ContainerIO(stdout=log, stderr=log))
+    try:
+        code = await runtime.run(container_id, bundle_dir, ContainerIO(stdout=log, stderr=log))
+    finally:
+        await runtime.delete(container_id, force=True)
     tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
     return StepOutcome(code, " | ".join(tail))
