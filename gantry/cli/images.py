@@ -1,4 +1,4 @@
-"""`gantry build|images|image rm|image prune|image import|pull|push`: the local image store.
+"""`gantry build|images|image rm|prune|import|demo|pull|push`: the local image store.
 
 The store lives at <state dir>/images. Every image failure reaches the user
 as one CLIError line (exit code 1); long transfers show progress on stderr.
@@ -145,6 +145,18 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.images.demo import ensure_demo_images_async
+
+    try:
+        refs = asyncio.run(ensure_demo_images_async(store_root(args), args.registry))
+    except ImageError as exc:
+        raise CLIError(str(exc)) from None
+    for ref in refs:
+        print(ref)
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("build", help="build an image from a Gantryfile")
     p.add_argument(
@@ -178,3 +190,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("source", metavar="DIR|TAR")
     p.add_argument("ref", metavar="NAME:TAG")
     p.set_defaults(func=cmd_import)
+    p = sub.add_parser("demo", help="build busybox, hello:v1, hello:v2 and push them to REGISTRY")
+    p.add_argument("registry", metavar="REGISTRY", help="host:port")
+    p.set_defaults(func=cmd_demo)

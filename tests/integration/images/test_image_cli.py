@@ -59,6 +59,10 @@ def test_import_build_push_pull_list_rm_prune(
     assert list((two / "images" / "blobs" / "sha256").iterdir()) == []
     assert gantry(one, "image", "prune", "--all") == 0
     assert "untagged busybox:latest" in capsys.readouterr().out
+    assert gantry(two, "image", "demo", registry) == 0
+    assert capsys.readouterr().out.split() == [
+        f"{registry}/{t}" for t in ("busybox:latest", "hello:v1", "hello:v2")
+    ]
 
 
 @pytest.mark.parametrize(
