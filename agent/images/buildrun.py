@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.images.users import ids_in_layers
 from agent.runtime.base import ContainerIO, ContainerState, Runtime
 
 CAPS = [
@@ -92,39 +93,9 @@ def step_runtime(state_root: Path) -> Runtime:
     return Runc(state_dir=state_root, prefix="gantry-build")
 
 
-def _lookup_id(rootfs: Path, file: str, name: str) -> tuple[int, int] | None:
-    try:
-        lines = (rootfs / "etc" / file).read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        fields = line.split(":")
-        if len(fields) >= 4 and fields[0] == name and fields[2].isdigit():
-            return int(fields[2]), int(fields[3]) if fields[3].isdigit() else 0
-    return None
-
-
 def resolve_user(rootfs: Path, user: str) -> tuple[int, int]:
-    """'name[:group]' or 'uid[:gid]' -> (uid, gid) using the image's /etc/passwd and /etc/group."""
-    if not user:
-        return 0, 0
-    name, _, group = user.partition(":")
-    if name.isdigit():
-        uid, gid = int(name), 0
-    else:
-        found = _lookup_id(rootfs, "passwd", name)
-        if found is None:
-            raise ValueError(f"user {name!r} not in the image's /etc/passwd")
-        uid, gid = found
-    if group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            g = _lookup_id(rootfs, "group", group)
-            if g is None:
-                raise ValueError(f"group {group!r} not in the image's /etc/group")
-            gid = g[0]
-    return uid, gid
+    """'name[:group]' or 'uid[:gid]' -> (uid, gid) using the rootfs's /etc/passwd and /etc/group."""
+    return ids_in_layers([rootfs], user)
 
 
 def bundle_config(

@@ -36,6 +36,7 @@ from agent.images.refs import (
     parse_ref,
     sha256_digest,
 )
+from agent.images.users import ids_in_layers
 
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
 TMP_MAX_AGE_S = 3600.0  # gc removes temp files older than this (left by a crash)
@@ -63,6 +64,13 @@ class Image:
     @property
     def env(self) -> list[str]:
         return list(self.process.get("Env") or [])
+
+    def user_ids(self) -> tuple[int, int]:
+        """The config's User as (uid, gid), names looked up in the image's passwd/group.
+
+        Raises ValueError naming the unknown user or group. Reads files: call it in a thread.
+        """
+        return ids_in_layers(self.layer_dirs, str(self.process.get("User") or ""))
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,7 @@ CMD ["tool.sh"]
     assert (top / "tmp" / "uid").read_text() == "1000\n"
     assert (top / "tmp" / "pwd").read_text() == "/app\n"
     assert (top / "tmp" / "env").read_text() == "hi\n"
+    assert image.user_ids() == (1000, 1000)
     tool = image.layer_dirs[-2] / "app" / "tool.sh"
     assert (tool.stat().st_uid, tool.stat().st_gid) == (1000, 1000)
 
