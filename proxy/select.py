@@ -16,6 +16,7 @@ import enum
 import random
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from proxy.table import CANARY, STABLE, Endpoint, Route
 
@@ -30,16 +31,17 @@ class Balance(enum.Enum):
     WEIGHTED = "weighted"
 
 
-@dataclass(frozen=True, slots=True)
-class RequestKey:
+class RequestKey(NamedTuple):
     """What of a request decides its version: the override header and the cookie bucket."""
 
     override: str | None = None  # "always" | "never" | None
     bucket: int | None = None  # from the sticky cookie, 0..99
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
+NO_KEY = RequestKey()
+
+
+class Choice(NamedTuple):
     endpoint: Endpoint
     track: str
     bucket: int
@@ -102,6 +104,11 @@ def pick_endpoint(
     """One endpoint among `candidates`, or why none can take the request."""
     if not candidates:
         return NoBackend("no ready endpoints")
+    if not ejected and exclude is None:
+        # Fast path: pick among all, accept unless the pick is at its cap.
+        picked = _pick(candidates, policy, rng, inflight, seq)
+        if not cap or inflight.get(picked.key, 0) < cap:
+            return picked
     usable = candidates
     if ejected or exclude is not None or cap:
         usable = tuple(
@@ -123,6 +130,16 @@ def pick_endpoint(
                 if cap and any(inflight.get(e.key, 0) >= cap for e in candidates):
                     return NoBackend("all endpoints at their concurrency cap")
                 return NoBackend("no other endpoint to retry on")
+    return _pick(usable, policy, rng, inflight, seq)
+
+
+def _pick(
+    usable: tuple[Endpoint, ...],
+    policy: Balance,
+    rng: random.Random,
+    inflight: Mapping[str, int],
+    seq: int,
+) -> Endpoint:
     n = len(usable)
     if n == 1:
         return usable[0]

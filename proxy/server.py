@@ -24,7 +24,7 @@ import httptools
 from proxy import httpmsg
 from proxy.health import Outliers, RetryBudget
 from proxy.metrics import Metrics
-from proxy.select import Balance, Choice, NoBackend, RequestKey, choose, parse_bucket
+from proxy.select import NO_KEY, Balance, Choice, NoBackend, RequestKey, choose, parse_bucket
 from proxy.settings import ProxySettings
 from proxy.table import Endpoint, Table, normalize_host
 from proxy.upstream import Pool, UpstreamConn
@@ -60,6 +60,7 @@ class Proxy:
         self.rr: dict[tuple[str, str], int] = {}
         self.cap = settings.max_inflight_per_endpoint
         self.draining = False
+        self.hosts: dict[str, str] = {}  # Host header -> normalized host
 
     def set_table(self, table: Table) -> None:
         self.table = table
@@ -316,7 +317,12 @@ class ClientConn(asyncio.Protocol):
         assert info is not None
         proxy = self.proxy
         path = req.url.decode("latin-1")
-        route = proxy.table.lookup(normalize_host(info.host), path) if path[:1] == "/" else None
+        host = proxy.hosts.get(info.host)
+        if host is None:
+            if len(proxy.hosts) > 4096:
+                proxy.hosts.clear()
+            host = proxy.hosts[info.host] = normalize_host(info.host)
+        route = proxy.table.lookup(host, path) if path[:1] == "/" else None
         if route is None:
             self._local(404, f"no route for host {info.host!r} path {path[:200]!r}", req=req)
             return
@@ -324,10 +330,10 @@ class ClientConn(asyncio.Protocol):
         req.deadline = req.started + proxy.settings.request_timeout
         if info.expect_continue and req.has_body:
             self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        key = RequestKey(
-            override=_override(info.override),
-            bucket=parse_bucket(info.cookie) if info.cookie else None,
-        )
+        if info.override is None and info.cookie is None:
+            key = NO_KEY
+        else:
+            key = RequestKey(_override(info.override), parse_bucket(info.cookie))
         self._dispatch(req, route, key)
 
     def _dispatch(self, req: Request, route: Any, key: RequestKey, *, answer: bool = True) -> bool:

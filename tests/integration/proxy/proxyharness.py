@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 from aiohttp import WSMsgType, web
 
 from gantry.procs import free_port
@@ -76,6 +77,7 @@ class Backend:
     last_headers: dict[str, str] = field(default_factory=dict)
     uploaded: int = 0
     fail: bool = False  # answer every echo request 500
+    upload_aborted: bool = False
 
 
 def backend_app(be: Backend) -> web.Application:
@@ -124,9 +126,14 @@ def backend_app(be: Backend) -> web.Application:
         return resp
 
     async def upload(request: web.Request) -> web.Response:
+        be.hits += 1
         total = 0
-        async for data in request.content.iter_any():
-            total += len(data)
+        try:
+            async for data in request.content.iter_any():
+                total += len(data)
+        except (ConnectionError, aiohttp.ClientPayloadError, asyncio.CancelledError):
+            be.upload_aborted = True
+            raise
         be.uploaded = total
         return web.json_response({"backend": be.name, "received": total})
 
@@ -160,10 +167,15 @@ class Servers:
     def __init__(self, bg: Background) -> None:
         self.bg = bg
 
-    def backend(self, name: str) -> Backend:
+    def backend(self, name: str, *, keepalive_timeout: float = 75.0) -> Backend:
         async def start() -> Backend:
             be = Backend(name, 0)
-            runner = web.AppRunner(backend_app(be), access_log=None, shutdown_timeout=0.5)
+            runner = web.AppRunner(
+                backend_app(be),
+                access_log=None,
+                shutdown_timeout=0.5,
+                keepalive_timeout=keepalive_timeout,
+            )
             await runner.setup()
             port = free_port()
             await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()

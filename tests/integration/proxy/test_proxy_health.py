@@ -191,3 +191,61 @@ def test_sigterm_finishes_in_flight_requests(
     except OSError:
         refused = True
     assert refused and time.monotonic() - t0 < 5
+
+
+def test_idempotent_request_is_retried_after_a_reset(
+    servers: Servers, launch: Callable[..., Proxy]
+) -> None:
+    reset, good = servers.raw("reset"), servers.backend("good")
+    disc = servers.discovery()
+    servers.publish(disc, 1, [route("web", [(reset, "stable"), (good, "stable")])])
+    p = launch([disc.address], balance="round_robin", outlier_consecutive=100)
+    p.wait_table(1)
+    for _ in range(4):
+        status, _, body = http(p, "/get")
+        assert status == 200 and json.loads(body)["backend"] == "good"
+    stats = p.admin_json("/admin/stats")
+    assert stats["retries"]["web"] >= 2 and stats["upstream_errors"]["web"]["reset"] >= 2
+    # a POST with a body is not idempotent: it is not retried after being sent
+    statuses = {http(p, "/post", method="POST", body=b"x")[0] for _ in range(4)}
+    assert statuses == {200, 502}
+
+
+def test_backend_closing_idle_connections_is_harmless(
+    servers: Servers, launch: Callable[..., Proxy]
+) -> None:
+    be = servers.backend("web", keepalive_timeout=0.05)
+    disc = servers.discovery()
+    servers.publish(disc, 1, [route("web", [(be, "stable")])])
+    p = launch([disc.address])
+    p.wait_table(1)
+    conn = HTTPConnection("127.0.0.1", p.port, timeout=10)
+    for i in range(30):
+        assert http(p, "/", conn=conn)[0] == 200
+        if i % 3 == 0:
+            time.sleep(0.1)  # the backend closes the pooled connection meanwhile
+    conn.close()
+    assert be.hits == 30
+
+
+def test_client_leaving_mid_upload_closes_the_upstream(
+    servers: Servers, launch: Callable[..., Proxy]
+) -> None:
+    import socket
+
+    be = servers.backend("web")
+    disc = servers.discovery()
+    servers.publish(disc, 1, [route("web", [(be, "stable")])])
+    p = launch([disc.address])
+    p.wait_table(1)
+    with socket.create_connection(("127.0.0.1", p.port), timeout=10) as s:
+        s.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"a" * 5000
+        )
+        wait_for(lambda: be.hits == 1, 10, "the upload to reach the backend")
+    wait_for(lambda: be.upload_aborted, 10, "the backend to see the upload cut")
+    # The upstream connection was not pooled in an unknown state: the next request works.
+    for _ in range(3):
+        assert http(p, "/")[0] == 200
+    stats = p.admin_json("/admin/stats")
+    assert stats["deployments"]["web"]["stable"]["status"].get("499") == 1
