@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from gantry.cli.errors import CLIError
 
 # Command modules, in the order their commands appear in --help.
-COMMAND_MODULES: tuple[str, ...] = ("gantry.cli.cluster", "gantry.cli.deploy", "gantry.cli.rollout")
+COMMAND_MODULES: tuple[str, ...] = (
+    "gantry.cli.cluster",
+    "gantry.cli.deploy",
+    "gantry.cli.rollout",
+    "gantry.cli.logs",
+    "gantry.cli.images",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
