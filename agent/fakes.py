@@ -153,12 +153,16 @@ class FakeProvisioner:
     ip: str = "127.0.0.1"
     first_port: int = 31000
     missing_images: set[str] = field(default_factory=set)
+    # When set, pulls wait for it (a slow registry).
+    pull_gate: asyncio.Event | None = None
     pulls: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     _ports: itertools.count[int] | None = None
 
     async def pull(self, image: str) -> None:
         self.pulls.append(image)
+        if self.pull_gate is not None:
+            await self.pull_gate.wait()
         if image in self.missing_images:
             raise LookupError(f"{image}: not found in the registry")
 

@@ -13,6 +13,10 @@ not to restart. Restart delays double from `backoff_base` up to
 `backoff_cap` and fall back to the base once a container ran for
 `backoff_reset` seconds.
 
+Actions run in the order given: a REPORT comes before a long action (pull,
+create) so the controller hears of the new phase at once, and after the
+cleanup when a replica is gone (its ports are free once it reads Stopped).
+
 This module does no I/O and imports nothing from asyncio, grpc or the
 runtime; it must stay that way.
 """
@@ -259,8 +263,8 @@ def _on_assigned(rec: Replica, ev: Assigned, now: float) -> tuple[Replica, Actio
     if rec.stop_requested:
         return _removed(rec, cleanup=False)
     if rec.pulled:
-        return replace(rec, phase=Phase.CREATING, reason="Creating"), (Act.CREATE, Act.REPORT)
-    return replace(rec, phase=Phase.PULLING, reason="Pulling"), (Act.PULL, Act.REPORT)
+        return replace(rec, phase=Phase.CREATING, reason="Creating"), (Act.REPORT, Act.CREATE)
+    return replace(rec, phase=Phase.PULLING, reason="Pulling"), (Act.REPORT, Act.PULL)
 
 
 def _on_adopted(rec: Replica, ev: Adopted, now: float) -> tuple[Replica, Actions]:
@@ -282,7 +286,7 @@ def _on_pulled(rec: Replica, ev: Pulled, now: float) -> tuple[Replica, Actions]:
     if rec.stop_requested:
         return _removed(replace(rec, pulled=True), cleanup=False)
     new = replace(rec, phase=Phase.CREATING, pulled=True, reason="Creating")
-    return new, (Act.CREATE, Act.REPORT)
+    return new, (Act.REPORT, Act.CREATE)
 
 
 def _backoff(rec: Replica, now: float, *, reason: str, message: str) -> tuple[Replica, Actions]:
@@ -417,8 +421,8 @@ def _on_tick(rec: Replica, ev: Tick, now: float) -> tuple[Replica, Actions]:
         return rec, ()
     if rec.phase is Phase.BACKOFF:
         if rec.pulled:
-            return replace(rec, phase=Phase.CREATING, deadline=None), (Act.CREATE, Act.REPORT)
-        return replace(rec, phase=Phase.PULLING, deadline=None), (Act.PULL, Act.REPORT)
+            return replace(rec, phase=Phase.CREATING, deadline=None), (Act.REPORT, Act.CREATE)
+        return replace(rec, phase=Phase.PULLING, deadline=None), (Act.REPORT, Act.PULL)
     if rec.phase is Phase.DRAINING:
         return _stopping(rec, now, reason=rec.reason)
     if rec.phase is Phase.STOPPING and not rec.kill_sent:

@@ -412,3 +412,49 @@ async def test_drain_of_unknown_replica_reports_stopped(tmp_path: Path) -> None:
         await nodes.push(assignment("gone-1", desired="drain", drain=5))
         await until(lambda: (s := nodes.latest("gone-1")) is not None and s.phase == "Stopped")
         assert node.runtime.calls == []
+
+
+async def test_heartbeats_continue_while_a_pull_is_slow(tmp_path: Path, listener: int) -> None:
+    async with fake_controller() as (nodes, address):
+        gate = asyncio.Event()
+        prov = FakeProvisioner(tmp_path / "b", pull_gate=gate)
+        n = await start_node(settings_for(address, tmp_path / "agent"), FakeRuntime(), prov)
+        try:
+            await nodes.push(assignment("web-1", port=listener))
+            await until(lambda: prov.pulls, what="pull began")
+            beats = nodes.heartbeats
+            await until(lambda: nodes.heartbeats >= beats + 3, what="heartbeats during the pull")
+            s = nodes.latest("web-1")
+            assert s is not None and s.phase == "Starting" and s.reason == "Pulling"
+            gate.set()
+            await until(lambda: ready(nodes, "web-1"))
+        finally:
+            gate.set()
+            await n.close()
+
+
+async def test_pull_failure_backs_off_and_reports_why(tmp_path: Path, listener: int) -> None:
+    async with fake_controller() as (nodes, address):
+        prov = FakeProvisioner(tmp_path / "b", missing_images={"busybox:latest"})
+        n = await start_node(settings_for(address, tmp_path / "agent"), FakeRuntime(), prov)
+        try:
+            await nodes.push(assignment("web-1", port=listener))
+            await until(lambda: len(prov.pulls) >= 2, what="pull retried")
+            s = nodes.latest("web-1")
+            assert s is not None and s.phase == "Starting" and s.reason == "ImagePullBackOff"
+            assert "not found in the registry" in s.message
+            prov.missing_images.clear()
+            await until(lambda: ready(nodes, "web-1"))
+        finally:
+            await n.close()
+
+
+async def test_agent_caps_log_files(tmp_path: Path, listener: int) -> None:
+    async with env(tmp_path, log_max_bytes=64) as (nodes, node):
+        await nodes.push(assignment("web-1", port=listener))
+        await until(lambda: ready(nodes, "web-1"))
+        path = node.agent.logs.path("web-1")
+        with path.open("ab") as f:
+            f.write(b"x" * 200 + b"\n")
+        await until(lambda: path.stat().st_size == 0, what="rotated")
+        assert node.agent.logs.old_path("web-1").stat().st_size > 200

@@ -37,9 +37,9 @@ def running(now: float = T0, **kw: object) -> lc.Replica:
 def test_assigned_pulls_then_creates_then_starts() -> None:
     r = rec()
     r, a = lc.step(r, lc.Assigned(), T0)
-    assert r.phase is Phase.PULLING and a == (Act.PULL, Act.REPORT)
+    assert r.phase is Phase.PULLING and a == (Act.REPORT, Act.PULL)
     r, a = lc.step(r, lc.Pulled(), T0)
-    assert r.phase is Phase.CREATING and r.pulled and a == (Act.CREATE, Act.REPORT)
+    assert r.phase is Phase.CREATING and r.pulled and a == (Act.REPORT, Act.CREATE)
     r, a = lc.step(r, lc.Created(), T0)
     assert r.phase is Phase.STARTING and a == (Act.START,)
     r, a = lc.step(r, lc.Started(), T0 + 1)
@@ -50,7 +50,7 @@ def test_assigned_pulls_then_creates_then_starts() -> None:
 
 def test_assigned_with_image_present_skips_pull() -> None:
     r, a = lc.step(rec(pulled=True), lc.Assigned(), T0)
-    assert r.phase is Phase.CREATING and a == (Act.CREATE, Act.REPORT)
+    assert r.phase is Phase.CREATING and a == (Act.REPORT, Act.CREATE)
 
 
 def test_assigned_twice_is_ignored() -> None:
@@ -108,7 +108,7 @@ def test_crash_under_always_backs_off_then_recreates() -> None:
     r2, a = lc.step(r, lc.Tick(), T0 + 5.5)
     assert r2 == r and a == ()
     r, a = lc.step(r, lc.Tick(), T0 + 6)
-    assert r.phase is Phase.CREATING and a == (Act.CREATE, Act.REPORT)
+    assert r.phase is Phase.CREATING and a == (Act.REPORT, Act.CREATE)
     assert lc.next_deadline(r) is None
 
 
@@ -181,7 +181,7 @@ def test_pull_failure_backs_off_and_pulls_again() -> None:
     assert r.phase is Phase.BACKOFF and r.reason == "ImagePullBackOff"
     assert r.message == "no such image" and r.restarts == 0
     r, a = lc.step(r, lc.Tick(), T0 + 1)
-    assert r.phase is Phase.PULLING and a == (Act.PULL, Act.REPORT)
+    assert r.phase is Phase.PULLING and a == (Act.REPORT, Act.PULL)
 
 
 def test_create_failure_backs_off_and_cleans() -> None:
