@@ -249,6 +249,7 @@ async def test_missing_tag_down_registry_and_bad_manifest_leave_store_unchanged(
     with pytest.raises(NotFound) as exc:
         await images.pull(f"{registry}/nosuch:v1")
     assert f"{registry}/nosuch:v1" in one_line(exc.value)
+    assert snapshot(images.store.root) == before
     await _build_app(images, tmp_path, f"{registry}/app:v1")
     await images.push(f"{registry}/app:v1")
     before = snapshot(images.store.root)
@@ -261,6 +262,7 @@ async def test_missing_tag_down_registry_and_bad_manifest_leave_store_unchanged(
     assert dead in one_line(exc2.value)
     with pytest.raises(NotFound):
         await images.resolve("local-only:v9")
+    assert snapshot(images.store.root) == before
 
     # Manifests the registry accepts but Gantry must refuse.
     _, manifest, _ = images.store.load(f"{registry}/app:v1")
