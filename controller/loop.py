@@ -8,9 +8,9 @@ writes the plan's result in transactions that compare every record's
 mod_revision, the deployment's mod_revision and the leader fence. A
 conflict re-queues the name with fresh state; a failed fence stops the term.
 
-Rollouts plug in at `RolloutHook`: called with the fresh deployment and
-replicas before planning, it may return a different DeploymentState (canary
-template, replica counts) and its own extra ops; see README of the report.
+The stored rollout (/gantry/rollouts/<name>) is passed to reconcile, so a
+canary's replicas are kept beside the stable set; the rollout engine plugs
+in at `RolloutHook` to advance the rollout before each plan.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from controller.model import (
     template_requests,
 )
 from controller.reconcile import PlaceAction, reconcile
+from controller.rollout import RolloutPhase, RolloutState, RolloutType
 from controller.settings import ControllerSettings
 from controller.store import Delete, Item, Json, Mirror, ModIs, Op, Put, Store
 from controller.workqueue import WorkQueue
@@ -204,7 +205,7 @@ def decide(
     drain_timeout: float,
     drain_started: Mapping[str, float],
     rng: random.Random,
-    rollout: Any = None,
+    rollout: RolloutState | None = None,
 ) -> Decision:
     """The pure core (reconcile, then schedule each placement) as a Decision."""
     by_node = {n.name: n for n in nodes}
@@ -273,12 +274,51 @@ def _place_all(
 # ------------------------------------------------------------ the loop
 
 
+def rollout_state(rec: Json | None) -> RolloutState | None:
+    """A /gantry/rollouts/<name> record (Rollout, camelCase, plus "steps") as RolloutState."""
+    if not rec:
+        return None
+    try:
+        return RolloutState(
+            deployment=str(rec.get("deployment", "")),
+            type=RolloutType(rec.get("type") or "Canary"),
+            phase=RolloutPhase(rec.get("phase") or "Progressing"),
+            step=int(rec.get("step", 0)),
+            canary_weight=int(rec.get("canaryWeight", 0)),
+            canary_template=rec.get("canaryTemplate") or {},
+            canary_revision=int(rec.get("canaryRevision", 0)),
+            stable_revision=int(rec.get("stableRevision", 0)),
+            canary_replicas=int(rec.get("canaryReplicas", 1)),
+            steps=tuple(rec.get("steps") or ()),
+            message=str(rec.get("message", "")),
+            started_at=float(rec.get("startedTs", 0.0)),
+            step_started_at=float(rec.get("stepStartedTs", 0.0)),
+        )
+    except (ValueError, TypeError):
+        log.warning("unreadable rollout record for %s: ignored", rec.get("deployment"))
+        return None
+
+
 class RolloutHook(Protocol):
-    """Where the rollout engine plugs in (see module docstring)."""
+    """Where the rollout engine plugs in: called for each deployment before planning.
+
+    Given the fresh deployment, its replicas and the stored rollout (or None),
+    it may advance the rollout (persisting it, fenced, under
+    /gantry/rollouts/<name>) and returns the state reconcile should plan
+    with. Canary placements take their template from
+    /gantry/revisions/<name>/<canaryRevision>, which the engine writes when it
+    starts a canary; Discovery reads `canaryWeight` from the rollout record.
+    """
 
     async def before_plan(
-        self, name: str, dep: DeploymentState, replicas: list[ReplicaState], *, now: float
-    ) -> DeploymentState: ...
+        self,
+        name: str,
+        dep: DeploymentState,
+        replicas: list[ReplicaState],
+        stored: RolloutState | None,
+        *,
+        now: float,
+    ) -> RolloutState | None: ...
 
 
 class Loop:
@@ -379,8 +419,12 @@ class Loop:
         alive = {keys.tail(keys.HEARTBEATS, k) for k in self.mirror["heartbeats"]}
         nodes = node_states(self.mirror["nodes"], alive, own + others, now=now)
         dep = deployment_state(dep_item.value) if dep_item else None
-        if dep is not None and self.rollout is not None:
-            dep = await self.rollout.before_plan(name, dep, own, now=now)
+        rollout = None
+        if dep is not None:
+            ro_item = await self.store.get(keys.rollout(name))
+            rollout = rollout_state(ro_item.value if ro_item else None)
+            if self.rollout is not None:
+                rollout = await self.rollout.before_plan(name, dep, own, rollout, now=now)
         drain_started = {
             n: float(i.value.get("drainStartedTs", now))
             for n, i in mine.items()
@@ -395,6 +439,7 @@ class Loop:
             drain_timeout=self.settings.drain_seconds + 15.0,
             drain_started=drain_started,
             rng=self.rng,
+            rollout=rollout,
         )
         await self._write(name, dep_item, mine, decision, now=now)
         await self._explain(name, decision)

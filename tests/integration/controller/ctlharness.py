@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -48,12 +49,40 @@ class Ctl:
         )  # fmt: skip
 
 
+class Settle:
+    """On exit, wait for tasks started inside (grpc.aio ends cancelled calls in its own tasks)."""
+
+    def __init__(self) -> None:
+        self._before: set[asyncio.Task[Any]] = set()
+
+    async def __aenter__(self) -> Settle:
+        self._before = set(asyncio.all_tasks())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        stray = set(asyncio.all_tasks()) - self._before - {asyncio.current_task()}
+        if stray:
+            await asyncio.wait(stray, timeout=5)
+
+
+def settled(fn: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Run an async test inside `Settle`."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> None:
+        async with Settle():
+            await fn(*args, **kwargs)
+
+    return wrapper
+
+
 class Fleet:
     """Fake agents and client channels owned by one test; close them before the test ends."""
 
     def __init__(self) -> None:
         self.agents: list[FakeAgent] = []
         self.channels: list[LeaderChannel] = []
+        self._before: set[asyncio.Task[Any]] = set()
 
     def agent(self, name: str, controllers: list[str], **kw: Any) -> FakeAgent:
         agent = FakeAgent(name, controllers, **kw)
@@ -66,6 +95,7 @@ class Fleet:
         return self.channels[-1]
 
     async def __aenter__(self) -> Fleet:
+        self._before = set(asyncio.all_tasks())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -73,6 +103,10 @@ class Fleet:
             await a.close()
         for c in self.channels:
             await c.close()
+        # grpc.aio finishes cancelled calls in tasks of its own: let them end.
+        stray = set(asyncio.all_tasks()) - self._before - {asyncio.current_task()}
+        if stray:
+            await asyncio.wait(stray, timeout=5)
 
 
 async def wait_for(

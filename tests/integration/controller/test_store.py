@@ -6,7 +6,7 @@ import asyncio
 import subprocess
 
 import pytest
-from ctlharness import wait_for
+from ctlharness import settled, wait_for
 
 from controller import keys
 from controller.election import Election
@@ -31,6 +31,7 @@ async def make_leader(store: Store, ident: str) -> None:
     store.fence = Fence(keys.LEADER, item.create_revision)
 
 
+@settled
 async def test_stale_mod_revision_conflicts_and_update_retries(etcd: str) -> None:
     store = Store([etcd])
     try:
@@ -53,6 +54,7 @@ async def test_stale_mod_revision_conflicts_and_update_retries(etcd: str) -> Non
         await store.close()
 
 
+@settled
 async def test_deposed_leader_cannot_write(etcd: str) -> None:
     old, new = Store([etcd]), Store([etcd])
     try:
@@ -74,6 +76,7 @@ async def test_deposed_leader_cannot_write(etcd: str) -> None:
         await new.close()
 
 
+@settled
 async def test_batched_writes_are_all_or_nothing_per_chunk(etcd: str) -> None:
     store = Store([etcd])
     try:
@@ -94,6 +97,7 @@ async def test_batched_writes_are_all_or_nothing_per_chunk(etcd: str) -> None:
         await store.close()
 
 
+@settled
 async def test_informer_relists_after_compaction(etcd: str) -> None:
     store = Store([etcd])
     informer = Informer(store, "/gantry/i/", name="test")
@@ -124,6 +128,7 @@ async def _has(informer: Informer, key: str, value: dict[str, int]) -> bool:
     return informer.items.get(key) == value
 
 
+@settled
 async def test_one_of_two_candidates_leads_and_the_other_takes_over(etcd: str) -> None:
     a, b = Store([etcd]), Store([etcd])
     ea = Election(a, ident="a", address="a:1", ttl=2)
