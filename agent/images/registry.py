@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,11 +106,13 @@ class RegistryClient:
         await self.close()
 
     async def close(self) -> None:
-        for task in list(self._inflight.values()):
+        tasks = list(self._inflight.values())
+        self._inflight.clear()
+        for task in tasks:
             task.cancel()
-        for task in list(self._inflight.values()):
-            with contextlib.suppress(BaseException):
-                await task
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, Path):
+                result.unlink(missing_ok=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -228,7 +231,10 @@ class RegistryClient:
         return body, media_type_of(parse_json(body, f"{ref}: manifest"), header_type), digest
 
     def _temp_name(self, digest: str) -> Path:
-        return self.store.tmp / f"dl-{digest.split(':', 1)[1]}-{os.getpid()}"
+        return (
+            self.store.tmp
+            / f"dl-{digest.split(':', 1)[1][:16]}-{os.getpid()}-{secrets.token_hex(4)}"
+        )
 
     async def _download(self, ref: Ref, digest: str, size: int, progress: Progress | None) -> Path:
         tmp = self._temp_name(digest)
@@ -283,7 +289,6 @@ class RegistryClient:
                 self._download(ref, digest, size, progress), name=f"pull-blob-{digest[7:19]}"
             )
             self._inflight[digest] = task
-            task.add_done_callback(lambda t, d=digest: self._inflight.pop(d, None))  # type: ignore[misc]
         return await asyncio.shield(task)
 
     def _commit(self, digest: str, tmp: Path | None) -> None:
@@ -344,9 +349,13 @@ class RegistryClient:
             self._waiters[d] -= 1
             if self._waiters[d] <= 0:
                 del self._waiters[d]
-                if d not in self._inflight:
-                    tmp = self._temp_name(d)
-                    tmp.unlink(missing_ok=True)
+                task = self._inflight.pop(d, None)
+                if task is None:
+                    continue
+                if not task.done():
+                    task.cancel()  # nobody wants it any more: _download removes its temp file
+                elif not task.cancelled() and task.exception() is None:
+                    task.result().unlink(missing_ok=True)  # gone already if it was committed
 
     async def remote_digest(self, ref_text: str) -> str | None:
         """The digest the registry holds for `ref_text`, or None if it has no such tag."""

@@ -366,3 +366,36 @@ async def test_chunked_upload(images: Images, busybox: str, registry: str, tmp_p
         assert (
             fresh.store.blob_path(layer).read_bytes() == images.store.blob_path(layer).read_bytes()
         )
+
+
+async def test_cancelled_pull_leaves_nothing_behind(
+    images: Images, busybox: str, registry: str, tmp_path: Path
+) -> None:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "big.bin").write_bytes(os.urandom(6 << 20))  # incompressible: a 6 MB layer
+    (ctx / "Gantryfile").write_text("FROM busybox:latest\nCOPY big.bin /big.bin\n")
+    ref = f"{registry}/big:v1"
+    digest = (await images.build(ctx, ref)).digest
+    await images.push(ref)
+    async with Images(tmp_path / "other") as fresh:
+        before = snapshot(fresh.store.root)
+        started = asyncio.Event()
+
+        def progress(d: str, done: int, total: int) -> None:
+            if 0 < done < total:
+                started.set()
+
+        task = asyncio.create_task(fresh.pull(ref, progress=progress), name="test-pull")
+        await asyncio.wait_for(started.wait(), 60)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(600):  # the shared download notices it is unwanted and cleans up
+            if not any(fresh.store.tmp.iterdir()):
+                break
+            await asyncio.sleep(0.05)
+        assert list(fresh.store.tmp.iterdir()) == []
+        assert snapshot(fresh.store.root) == before
+        assert await fresh.pull(ref) == digest
+        assert list(fresh.store.tmp.iterdir()) == []
