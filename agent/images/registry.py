@@ -178,6 +178,7 @@ class RegistryClient:
         if not url.startswith("http"):
             url = f"{registry_base(ref.registry)}/v2/{ref.repo}/{url}"
         scope = f"repository:{ref.repo}:{'pull,push' if push else 'pull'}"
+        yielded = False
         for attempt in range(2):
             hdrs = {**(headers or {}), **self._auth_header(ref, scope)}
             try:
@@ -195,14 +196,12 @@ class RegistryClient:
                             f"{ref}: registry {ref.registry} failed: {resp.status} {_registry_error(await resp.read())}"
                         )
                     else:
+                        yielded = True
                         yield resp
                         return
-            except (
-                aiohttp.ClientConnectionError,
-                aiohttp.ClientPayloadError,
-                TimeoutError,
-                OSError,
-            ) as exc:
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                if yielded and not isinstance(exc, (aiohttp.ClientError, TimeoutError)):
+                    raise  # the caller's own (local file) error, not the registry's
                 raise RegistryUnavailable(
                     f"{ref}: registry {ref.registry} unreachable ({type(exc).__name__}: {exc})"
                 ) from None
@@ -272,6 +271,11 @@ class RegistryClient:
                 raise CorruptBlob(
                     f"{ref}: blob {digest[:19]} from {ref.registry} does not match its digest: corrupt, not stored"
                 )
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ImageError(
+                f"{ref}: cannot write blob {digest[:19]} to {self.store.tmp}: {exc.strerror or exc}"
+            ) from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
