@@ -111,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(serve(settings, runtime))
     except KeyboardInterrupt:
         pass
+    except Exception as exc:  # start-up failures (network, state dir, runtime): one line
+        logging.getLogger("gantry.agent").debug("agent failed", exc_info=True)
+        print(f"error: agent: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     finally:
         close = getattr(runtime, "close", None)
         if close is not None:
