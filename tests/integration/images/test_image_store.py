@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -66,6 +67,16 @@ async def test_whiteouts_and_opaque_dirs_in_the_mounted_overlay(
         assert not (root / "etc" / "gone.txt").exists()
         assert (root / "etc" / "keep.txt").read_text() == "keep\n"
         assert sorted(os.listdir(root / "data")) == ["new"]
+
+
+async def test_concurrent_resolves_unpack_once(images: Images) -> None:
+    put_image(images.store, "a:1", [BASE, UPPER])
+    first, second = await asyncio.gather(images.resolve("a:1"), images.resolve("a:1"))
+    assert first.layer_dirs == second.layer_dirs
+    assert sorted(p.name for p in images.store.layers.iterdir()) == sorted(
+        p.name for p in first.layer_dirs
+    )
+    assert list(images.store.tmp.iterdir()) == []
 
 
 async def test_each_layer_is_unpacked_once_and_shared(images: Images) -> None:
