@@ -346,6 +346,8 @@ class Loop:
         self.rng = rng or random.Random()
         self.queue = WorkQueue("deployments")
         self.pending: dict[str, str] = {}  # deployment -> why replicas wait unplaced
+        self._place_lock = asyncio.Lock()
+        self._recent: dict[str, tuple[int, Json | None]] = {}  # key -> (revision, value)
 
     # -- event plumbing -------------------------------------------------
 
@@ -411,13 +413,6 @@ class Loop:
         rep_items, _ = await self.store.list(keys.replicas(name))
         mine = {i.value.get("name", keys.tail(keys.replicas(name), i.key)): i for i in rep_items}
         own = [replica_state(i.value) for i in mine.values()]
-        others = [
-            replica_state(v)
-            for k, v in self.mirror["replicas"].items()
-            if (p := keys.replica_parts(k)) and p[0] != name
-        ]
-        alive = {keys.tail(keys.HEARTBEATS, k) for k in self.mirror["heartbeats"]}
-        nodes = node_states(self.mirror["nodes"], alive, own + others, now=now)
         dep = deployment_state(dep_item.value) if dep_item else None
         rollout = None
         if dep is not None:
@@ -430,21 +425,45 @@ class Loop:
             for n, i in mine.items()
             if i.value.get("draining")
         }
-        decision = decide(
-            dep,
-            own,
-            nodes,
-            now=now,
-            grace=self.settings.node_grace,
-            drain_timeout=self.settings.drain_seconds + 15.0,
-            drain_started=drain_started,
-            rng=self.rng,
-            rollout=rollout,
-        )
-        await self._write(name, dep_item, mine, decision, now=now)
+        # One placement decision at a time, over the mirror plus our own unmirrored writes,
+        # so two workers never fill the same free capacity twice.
+        async with self._place_lock:
+            others = [
+                replica_state(v)
+                for k, v in self._replicas_view().items()
+                if (p := keys.replica_parts(k)) and p[0] != name
+            ]
+            alive = {keys.tail(keys.HEARTBEATS, k) for k in self.mirror["heartbeats"]}
+            nodes = node_states(self.mirror["nodes"], alive, own + others, now=now)
+            decision = decide(
+                dep,
+                own,
+                nodes,
+                now=now,
+                grace=self.settings.node_grace,
+                drain_timeout=self.settings.drain_seconds + 15.0,
+                drain_started=drain_started,
+                rng=self.rng,
+                rollout=rollout,
+            )
+            await self._write(name, dep_item, mine, decision, now=now)
+        self.metrics.replicas.set(len(self.mirror["replicas"]))
         await self._explain(name, decision)
         if decision.requeue_at is not None:
             self.queue.add_after(name, max(0.05, decision.requeue_at - self.clock()))
+
+    def _replicas_view(self) -> dict[str, Json]:
+        """Mirrored replica records with this loop's newer writes laid over them."""
+        seen = self.mirror.informers["replicas"].revision
+        for key in [k for k, (rev, _) in self._recent.items() if rev <= seen]:
+            del self._recent[key]
+        view = dict(self.mirror["replicas"])
+        for key, (_, value) in self._recent.items():
+            if value is None:
+                view.pop(key, None)
+            else:
+                view[key] = value
+        return view
 
     async def _write(
         self,
@@ -481,7 +500,9 @@ class Loop:
         if not pairs:
             return
         guard = ModIs(keys.deployment(name), dep_item.mod_revision if dep_item else 0)
-        await self.store.txn_batched([guard], pairs, size=self.settings.txn_ops)
+        revision = await self.store.txn_batched([guard], pairs, size=self.settings.txn_ops)
+        for _, op in pairs:
+            self._recent[op.key] = (revision, op.value if isinstance(op, Put) else None)
         for p in d.place:
             log.info("placed %s on %s: %s", p.name, p.node, p.why)
 

@@ -208,12 +208,16 @@ class Store:
 
     async def txn_batched(
         self, compares: Sequence[ModIs], pairs: Sequence[tuple[ModIs | None, Op]], *, size: int
-    ) -> None:
-        """Write pairs (own compare, op) in transactions of <= size ops, each with `compares`."""
+    ) -> int:
+        """Write pairs (own compare, op) in transactions of <= size ops, each with `compares`.
+
+        Returns the store revision after the last transaction."""
+        revision = 0
         for start in range(0, len(pairs), max(1, size)):
             chunk = pairs[start : start + size]
             own = [c for c, _ in chunk if c is not None]
-            await self.txn([*compares, *own], [op for _, op in chunk])
+            revision = await self.txn([*compares, *own], [op for _, op in chunk])
+        return revision
 
     async def update(
         self,

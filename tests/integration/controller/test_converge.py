@@ -11,7 +11,7 @@ from ctlharness import Api, Fleet, deployment, etcd_snapshot, wait_for
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gantry.client import ControllerError
-from gantry.v1 import discovery_pb2, discovery_pb2_grpc
+from gantry.v1 import cluster_pb2, cluster_pb2_grpc, discovery_pb2, discovery_pb2_grpc
 
 STATE = ("/gantry/deployments/", "/gantry/replicas/", "/gantry/revisions/")
 
@@ -114,3 +114,37 @@ async def test_health_reflection_metrics_discovery(controllers) -> None:
 def _fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback
         return r.read().decode()
+
+
+async def test_unplaceable_replica_waits_with_reasons_and_is_placed_when_room_appears(
+    controllers,
+) -> None:
+    c1 = controllers("c1")
+    async with Fleet() as fleet:
+        fleet.agent("small", [c1.address], memory_bytes=32 * 2**20)
+        api = Api(fleet.client([c1.address]))
+        await api.apply(deployment("big", 1))  # asks for 64Mi
+
+        async def explained() -> bool:
+            d = await api.describe("big")
+            return any(
+                e.reason == "FailedScheduling" and "0/1 nodes: 1 insufficient memory" in e.message
+                for e in d.events
+            )
+
+        await wait_for(explained, deadline=30, what="pending reason in describe")
+        assert await api.replicas("big") == []
+
+        ch = fleet.client([c1.address]).channel(c1.address)
+        stream = cluster_pb2_grpc.ClusterStub(ch).Watch(
+            cluster_pb2.WatchRequest(kind="replicas", name="big")
+        )
+        fleet.agent("roomy", [c1.address])
+        try:
+            async with asyncio.timeout(30):
+                async for ev in stream:
+                    if ev.type in ("ADDED", "MODIFIED") and ev.replica.ready:
+                        break
+        finally:
+            stream.cancel()
+        assert ev.replica.node == "roomy" and ev.replica.deployment == "big"
