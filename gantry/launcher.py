@@ -284,11 +284,13 @@ def up(s: ClusterSettings, *, say: Callable[[str], None] = print) -> list[Part]:
 
 
 def _ensure_images(s: ClusterSettings, say: Callable[[str], None]) -> None:
+    from agent.images.demo import ensure_demo_images
+    from agent.images.errors import ImageError
+
     try:
-        from agent.images.demo import ensure_demo_images  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return
-    refs = ensure_demo_images(s.state_dir / "images", f"{s.host}:{s.registry_port}")
+        refs = ensure_demo_images(s.state_dir / "images", f"{s.host}:{s.registry_port}")
+    except ImageError as exc:
+        raise LaunchError(f"demo images: {exc} (or skip them with --no-images)") from None
     say(f"{'images':<11} " + ", ".join(refs))
 
 
