@@ -12,23 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"content-length",  # re-stated from the parser's framing
-    }
-)
-# Request headers the proxy consumes or re-states itself.
-_REQUEST_DROP = HOP_BY_HOP | {b"expect", b"x-forwarded-proto", b"x-forwarded-host"}
-
 REASONS = {
     400: b"Bad Request",
     404: b"Not Found",
@@ -61,8 +44,64 @@ class RequestInfo:
     upgrade: bytes | None
 
 
-def _connection_tokens(value: bytes) -> set[bytes]:
-    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+# Header names are classified once per spelling (a dict lookup per header after that).
+(K_KEEP, K_HOST, K_CONNECTION, K_CL, K_TE, K_COOKIE, K_CANARY, K_EXPECT, K_UPGRADE, K_XFF,
+ K_DROP) = range(1, 12)  # fmt: skip
+_HOP_ONLY = (b"keep-alive", b"proxy-connection", b"te", b"trailer", b"proxy-authenticate",
+             b"proxy-authorization")  # fmt: skip
+_REQUEST_KINDS = {
+    b"host": K_HOST,
+    b"connection": K_CONNECTION,
+    b"content-length": K_CL,
+    b"transfer-encoding": K_TE,
+    b"cookie": K_COOKIE,
+    b"x-gantry-canary": K_CANARY,
+    b"expect": K_EXPECT,
+    b"upgrade": K_UPGRADE,
+    b"x-forwarded-for": K_XFF,
+    b"x-forwarded-proto": K_DROP,
+    b"x-forwarded-host": K_DROP,
+    **dict.fromkeys(_HOP_ONLY, K_DROP),
+}
+_RESPONSE_KINDS = {
+    b"connection": K_CONNECTION,
+    b"content-length": K_CL,
+    b"transfer-encoding": K_TE,
+    b"upgrade": K_UPGRADE,
+    **dict.fromkeys(_HOP_ONLY, K_DROP),
+}
+_request_cache: dict[bytes, int] = {}
+_response_cache: dict[bytes, int] = {}
+# Connection tokens that name nothing beyond what is dropped anyway.
+_PLAIN_TOKENS = frozenset({b"close", b"keep-alive", b"upgrade", *_HOP_ONLY})
+
+
+def _classify(name: bytes, table: dict[bytes, int], cache: dict[bytes, int]) -> int:
+    kind = table.get(name.lower(), K_KEEP)
+    if len(cache) < 4096:
+        cache[name] = kind
+    return kind
+
+
+_PLAIN_VALUES = frozenset(
+    {b"keep-alive", b"Keep-Alive", b"close", b"Close", b"Upgrade", b"upgrade"}
+)
+
+
+def _extra_hop(value: bytes, into: set[bytes] | None) -> set[bytes] | None:
+    """Header names a Connection header lists (beyond the usual hop-by-hop ones)."""
+    if value in _PLAIN_VALUES:
+        return into
+    for token in value.split(b","):
+        token = token.strip().lower()
+        if token and token not in _PLAIN_TOKENS:
+            into = into or set()
+            into.add(token)
+    return into
+
+
+def _without(kept: list[bytes], names: set[bytes]) -> list[bytes]:
+    return [line for line in kept if line.split(b":", 1)[0].lower() not in names]
 
 
 def rewrite_request(
@@ -80,18 +119,21 @@ def rewrite_request(
     chunked = expect = False
     upgrade_value: bytes | None = None
     xff: bytes | None = None
-    extra_hop: set[bytes] = set()
-    kept: list[bytes] = []
+    extra: set[bytes] | None = None
+    kept: list[bytes] = [method, b" ", target, b" HTTP/1.1\r\n"]
+    cached = _request_cache.get
     for name, value in headers:
-        low = name.lower()
-        if low == b"host":
+        kind = cached(name) or _classify(name, _REQUEST_KINDS, _request_cache)
+        if kind == K_KEEP:
+            kept.append(name + b": " + value + b"\r\n")
+        elif kind == K_HOST:
             if host:
                 raise BadRequest("more than one Host header")
             host = value
-        elif low == b"connection":
-            extra_hop |= _connection_tokens(value)
-            continue
-        elif low == b"content-length":
+            kept.append(name + b": " + value + b"\r\n")
+        elif kind == K_CONNECTION:
+            extra = _extra_hop(value, extra)
+        elif kind == K_CL:
             try:
                 n = int(value)
             except ValueError:
@@ -99,51 +141,49 @@ def rewrite_request(
             if n < 0 or (content_length is not None and content_length != n):
                 raise BadRequest("conflicting Content-Length")
             content_length = n
-        elif low == b"transfer-encoding":
+        elif kind == K_TE:
             chunked = chunked or b"chunked" in value.lower()
-        elif low == b"cookie":
+        elif kind == K_COOKIE:
             cookie = value.decode("latin-1")
-        elif low == b"x-gantry-canary":
+            kept.append(name + b": " + value + b"\r\n")
+        elif kind == K_CANARY:
             override = value.decode("latin-1")
-        elif low == b"expect":
+            kept.append(name + b": " + value + b"\r\n")
+        elif kind == K_EXPECT:
             expect = value.strip().lower() == b"100-continue"
-        elif low == b"upgrade":
+        elif kind == K_UPGRADE:
             upgrade_value = value
-        elif low == b"x-forwarded-for":
+        elif kind == K_XFF:
             xff = value if xff is None else xff + b", " + value
-            continue
-        if low in _REQUEST_DROP:
-            continue
-        kept.append(name + b": " + value + b"\r\n")
-    if extra_hop:
-        kept = [line for line in kept if line.split(b":", 1)[0].lower() not in extra_hop]
+    if extra:
+        kept = kept[:4] + _without(kept[4:], extra)
     if chunked:
         content_length = None
     ip = client_ip.encode()
-    lines = [method, b" ", target, b" HTTP/1.1\r\n", *kept]
-    lines.append(b"X-Forwarded-For: " + (xff + b", " + ip if xff else ip) + b"\r\n")
-    lines.append(b"X-Forwarded-Proto: http\r\n")
+    kept.append(b"X-Forwarded-For: " + (xff + b", " + ip if xff else ip) + b"\r\n")
     if host:
-        lines.append(b"X-Forwarded-Host: " + host + b"\r\n")
-    if upgrade and upgrade_value:
-        lines.append(b"Connection: Upgrade\r\nUpgrade: " + upgrade_value + b"\r\n")
+        kept.append(b"X-Forwarded-Proto: http\r\nX-Forwarded-Host: " + host + b"\r\n")
     else:
-        lines.append(b"Connection: keep-alive\r\n")
+        kept.append(b"X-Forwarded-Proto: http\r\n")
+    if upgrade and upgrade_value:
+        kept.append(b"Connection: Upgrade\r\nUpgrade: " + upgrade_value + b"\r\n\r\n")
+    else:
         upgrade_value = None
-    if chunked:
-        lines.append(b"Transfer-Encoding: chunked\r\n")
-    elif content_length is not None:
-        lines.append(b"Content-Length: " + str(content_length).encode() + b"\r\n")
-    lines.append(b"\r\n")
+        if chunked:
+            kept.append(b"Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n")
+        elif content_length is not None:
+            kept.append(b"Connection: keep-alive\r\nContent-Length: %d\r\n\r\n" % content_length)
+        else:
+            kept.append(b"Connection: keep-alive\r\n\r\n")
     return RequestInfo(
-        head=b"".join(lines),
-        host=host.decode("latin-1"),
-        cookie=cookie,
-        override=override,
-        content_length=content_length,
-        chunked=chunked,
-        expect_continue=expect,
-        upgrade=upgrade_value,
+        b"".join(kept),
+        host.decode("latin-1"),
+        cookie,
+        override,
+        content_length,
+        chunked,
+        expect,
+        upgrade_value,
     )
 
 
@@ -151,7 +191,6 @@ def rewrite_request(
 class ResponseInfo:
     head: bytes
     framing: str  # "length" | "chunked" | "close" | "none"
-    content_length: int | None
 
 
 def rewrite_response(
@@ -160,57 +199,53 @@ def rewrite_response(
     headers: list[tuple[bytes, bytes]],
     *,
     bodyless: bool,
-    upstream_chunked: bool,
     client_http11: bool,
     keep_alive: bool,
     set_cookie: bytes | None = None,
 ) -> ResponseInfo:
     """The client's response head and how its body is framed."""
-    content_length: int | None = None
-    extra_hop: set[bytes] = set()
-    kept: list[bytes] = []
+    cl_line: bytes | None = None
+    chunked = False
+    extra: set[bytes] | None = None
     upgrade_value = None
+    kept: list[bytes] = [b"HTTP/1.1 %d %s\r\n" % (status, reason or b"OK")]
+    cached = _response_cache.get
     for name, value in headers:
-        low = name.lower()
-        if low == b"content-length":
-            try:
-                content_length = int(value)
-            except ValueError:
-                content_length = None
-            continue
-        if low == b"connection":
-            extra_hop |= _connection_tokens(value)
-            continue
-        if low == b"upgrade":
+        kind = cached(name) or _classify(name, _RESPONSE_KINDS, _response_cache)
+        if kind == K_KEEP:
+            kept.append(name + b": " + value + b"\r\n")
+        elif kind == K_CL:
+            cl_line = b"Content-Length: " + value + b"\r\n"
+        elif kind == K_TE:
+            chunked = chunked or b"chunked" in value.lower()
+        elif kind == K_CONNECTION:
+            extra = _extra_hop(value, extra)
+        elif kind == K_UPGRADE:
             upgrade_value = value
-        if low in HOP_BY_HOP:
-            continue
-        kept.append(name + b": " + value + b"\r\n")
-    if extra_hop:
-        kept = [line for line in kept if line.split(b":", 1)[0].lower() not in extra_hop]
-    lines = [b"HTTP/1.1 ", str(status).encode(), b" ", reason or b"OK", b"\r\n", *kept]
+    if extra:
+        kept = kept[:1] + _without(kept[1:], extra)
     if set_cookie is not None:
-        lines.append(b"Set-Cookie: " + set_cookie + b"\r\n")
+        kept.append(b"Set-Cookie: " + set_cookie + b"\r\n")
     if status == 101:
-        lines.append(
+        kept.append(
             b"Connection: Upgrade\r\nUpgrade: " + (upgrade_value or b"websocket") + b"\r\n\r\n"
         )
-        return ResponseInfo(b"".join(lines), "none", None)
+        return ResponseInfo(b"".join(kept), "none")
     if bodyless:
         framing = "none"
-        if content_length is not None:
-            lines.append(b"Content-Length: " + str(content_length).encode() + b"\r\n")
-    elif content_length is not None and not upstream_chunked:
+        if cl_line is not None:
+            kept.append(cl_line)
+    elif cl_line is not None and not chunked:
         framing = "length"
-        lines.append(b"Content-Length: " + str(content_length).encode() + b"\r\n")
+        kept.append(cl_line)
     elif client_http11:
         framing = "chunked"
-        lines.append(b"Transfer-Encoding: chunked\r\n")
+        kept.append(b"Transfer-Encoding: chunked\r\n")
     else:
         framing = "close"
         keep_alive = False
-    lines.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
-    return ResponseInfo(b"".join(lines), framing, content_length)
+    kept.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
+    return ResponseInfo(b"".join(kept), framing)
 
 
 def local_response(status: int, message: str, *, keep_alive: bool) -> bytes:

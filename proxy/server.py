@@ -90,58 +90,34 @@ class Proxy:
 
 
 class Request:
-    __slots__ = (
-        "method",
-        "url",
-        "headers",
-        "info",
-        "keep_alive",
-        "http11",
-        "has_body",
-        "body_done",
-        "pending",
-        "pending_size",
-        "sent_body",
-        "up",
-        "choice",
-        "deployment",
-        "started",
-        "deadline",
-        "attempts",
-        "status",
-        "framing",
-        "upgrade_rest",
-        "upgrading",
-        "done",
-        "exclude",
-        "held",
-    )
+    """One request's exchange. Defaults live on the class: a request sets only what differs."""
+
+    method = b""
+    info: httpmsg.RequestInfo | None = None
+    keep_alive = True
+    http11 = True
+    has_body = False
+    body_done = False
+    pending: list[bytes] | None = None  # body bytes waiting for the upstream
+    pending_size = 0
+    sent_body = False
+    up: UpstreamConn | None = None
+    choice: Choice | None = None
+    deployment = ""
+    started = 0.0
+    deadline = 0.0
+    attempts = 0
+    status = 0
+    framing = ""
+    upgrade_rest: list[bytes] | None = None
+    upgrading = False
+    done = False
+    exclude: str | None = None
+    held: Endpoint | None = None  # the endpoint whose in-flight slot we hold
 
     def __init__(self) -> None:
-        self.method = b""
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.info: httpmsg.RequestInfo | None = None
-        self.keep_alive = True
-        self.http11 = True
-        self.has_body = False
-        self.body_done = False
-        self.pending: list[bytes] = []
-        self.pending_size = 0
-        self.sent_body = False
-        self.up: UpstreamConn | None = None
-        self.choice: Choice | None = None
-        self.deployment = ""
-        self.started = 0.0
-        self.deadline = 0.0
-        self.attempts = 0
-        self.status = 0
-        self.framing = ""
-        self.upgrade_rest: list[bytes] | None = None
-        self.upgrading = False
-        self.done = False
-        self.exclude: str | None = None
-        self.held: Endpoint | None = None  # the endpoint whose in-flight slot we hold
 
 
 class ClientConn(asyncio.Protocol):
@@ -293,6 +269,8 @@ class ClientConn(asyncio.Protocol):
             req.sent_body = True
             up.transport.writelines(data)
         else:
+            if req.pending is None:
+                req.pending = []
             req.pending.extend(data)
             req.pending_size += len(body)
             if req.pending_size > _PENDING_LIMIT:
@@ -309,7 +287,7 @@ class ClientConn(asyncio.Protocol):
             if up is not None and req.pending_size == 0 and up.transport is not None:
                 up.transport.write(httpmsg.LAST_CHUNK)
             else:
-                req.pending.append(httpmsg.LAST_CHUNK)
+                req.pending = [*(req.pending or ()), httpmsg.LAST_CHUNK]
 
     # -- dispatch -----------------------------------------------------------
     def _start(self, req: Request) -> None:
@@ -418,7 +396,7 @@ class ClientConn(asyncio.Protocol):
         out = [info.head]
         if req.pending:
             out.extend(req.pending)
-            req.pending = []
+            req.pending = None
             req.pending_size = 0
             req.sent_body = True
             self._resume(P_PENDING)
@@ -469,7 +447,6 @@ class ClientConn(asyncio.Protocol):
             conn.reason,
             headers,
             bodyless=bodyless,
-            upstream_chunked=_chunked(headers),
             client_http11=req.http11,
             keep_alive=req.keep_alive and not self.upgraded,
             set_cookie=cookie,
@@ -746,10 +723,3 @@ def _track_override(req: Request) -> str | None:
     if req.choice is None:
         return None
     return "always" if req.choice.track == "canary" else "never"
-
-
-def _chunked(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
-            return True
-    return False

@@ -111,7 +111,6 @@ def test_response_framing() -> None:
         b"OK",
         [*base, (b"Content-Length", b"10")],
         bodyless=False,
-        upstream_chunked=False,
         client_http11=True,
         keep_alive=True,
     )
@@ -126,7 +125,6 @@ def test_response_framing() -> None:
         b"OK",
         [*base, (b"Transfer-Encoding", b"chunked")],
         bodyless=False,
-        upstream_chunked=True,
         client_http11=True,
         keep_alive=True,
     )
@@ -136,7 +134,6 @@ def test_response_framing() -> None:
         b"OK",
         base,
         bodyless=False,
-        upstream_chunked=False,
         client_http11=False,
         keep_alive=True,
     )
@@ -146,7 +143,6 @@ def test_response_framing() -> None:
         b"OK",
         [(b"Content-Length", b"10")],
         bodyless=True,
-        upstream_chunked=False,
         client_http11=True,
         keep_alive=True,
         set_cookie=b"gantry-bucket=4",
