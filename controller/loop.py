@@ -101,14 +101,34 @@ def node_capacity(rec: Json) -> Capacity:
     )
 
 
+class Allocation:
+    """Per-node sum of the live replicas' requests, kept incrementally by replica key."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, tuple[str, Capacity]] = {}
+        self.by_node: dict[str, Capacity] = {}
+
+    def set(self, key: str, rec: Json | None) -> None:
+        r = replica_state(rec) if rec is not None else None
+        if r is not None and r.node and not r.gone:
+            self.put(key, r.node, r.requests)
+        else:
+            self.put(key, "", Capacity())
+
+    def put(self, key: str, node: str, need: Capacity) -> None:
+        """The replica at `key` now uses `need` on `node` ("" for nowhere)."""
+        old = self.by_key.pop(key, None)
+        if old is not None:
+            self.by_node[old[0]] = self.by_node[old[0]] - old[1]
+        if node:
+            self.by_key[key] = (node, need)
+            self.by_node[node] = self.by_node.get(node, Capacity()) + need
+
+
 def node_states(
-    nodes: dict[str, Json], alive: set[str], replicas: list[ReplicaState], *, now: float
+    nodes: dict[str, Json], alive: set[str], used: Mapping[str, Capacity], *, now: float
 ) -> list[NodeState]:
-    """NodeStates with allocation summed from the live replicas placed on them."""
-    used: dict[str, Capacity] = {}
-    for r in replicas:
-        if r.node and not r.gone:
-            used[r.node] = used.get(r.node, Capacity()) + r.requests
+    """NodeStates from node records, live heartbeats and per-node allocation."""
     out = []
     for rec in nodes.values():
         name = str(rec.get("name", ""))
@@ -347,7 +367,8 @@ class Loop:
         self.queue = WorkQueue("deployments")
         self.pending: dict[str, str] = {}  # deployment -> why replicas wait unplaced
         self._place_lock = asyncio.Lock()
-        self._recent: dict[str, tuple[int, Json | None]] = {}  # key -> (revision, value)
+        self.alloc = Allocation()
+        self._written: dict[str, int] = {}  # replica key -> revision of our last write
 
     # -- event plumbing -------------------------------------------------
 
@@ -355,12 +376,22 @@ class Loop:
         if key.startswith(keys.DEPLOYMENTS):
             self.queue.add(keys.tail(keys.DEPLOYMENTS, key))
         elif key.startswith(keys.REPLICAS):
+            self._account(key, value)
             parts = keys.replica_parts(key)
             if parts:
                 self.queue.add(parts[0])
         elif key.startswith((keys.NODES, keys.HEARTBEATS, keys.ROLLOUTS)):
             self.enqueue_all()
         self.metrics.queue_depth.set(self.queue.depth())
+
+    def _account(self, key: str, value: Json | None) -> None:
+        """Follow the mirror, except where it has not caught up with our own write yet."""
+        written = self._written.get(key)
+        if written is not None:
+            if self.mirror.informers["replicas"].revision < written:
+                return
+            del self._written[key]
+        self.alloc.set(key, value)
 
     def enqueue_all(self) -> None:
         names = {keys.tail(keys.DEPLOYMENTS, k) for k in self.mirror["deployments"]}
@@ -371,6 +402,8 @@ class Loop:
     async def run(self) -> None:
         """Run workers and the resync until cancelled or deposed (NotLeader)."""
         await self.mirror.wait_synced()
+        for key, value in self.mirror["replicas"].items():
+            self.alloc.set(key, value)
         for inf in self.mirror.informers.values():
             inf.listen(self._listener)
         try:
@@ -409,15 +442,16 @@ class Loop:
 
     async def _reconcile(self, name: str) -> None:
         now = self.clock()
-        dep_item = await self.store.get(keys.deployment(name))
-        rep_items, _ = await self.store.list(keys.replicas(name))
+        deps, rep_items, ros = await self.store.read(
+            keys.deployment(name), keys.replicas(name), keys.rollout(name)
+        )
+        dep_item = deps[0] if deps else None
         mine = {i.value.get("name", keys.tail(keys.replicas(name), i.key)): i for i in rep_items}
         own = [replica_state(i.value) for i in mine.values()]
         dep = deployment_state(dep_item.value) if dep_item else None
         rollout = None
         if dep is not None:
-            ro_item = await self.store.get(keys.rollout(name))
-            rollout = rollout_state(ro_item.value if ro_item else None)
+            rollout = rollout_state(ros[0].value if ros else None)
             if self.rollout is not None:
                 rollout = await self.rollout.before_plan(name, dep, own, rollout, now=now)
         drain_started = {
@@ -425,16 +459,11 @@ class Loop:
             for n, i in mine.items()
             if i.value.get("draining")
         }
-        # One placement decision at a time, over the mirror plus our own unmirrored writes,
-        # so two workers never fill the same free capacity twice.
+        # One placement decision at a time, over allocations that include our own
+        # not-yet-mirrored writes, so two workers never fill the same capacity twice.
         async with self._place_lock:
-            others = [
-                replica_state(v)
-                for k, v in self._replicas_view().items()
-                if (p := keys.replica_parts(k)) and p[0] != name
-            ]
             alive = {keys.tail(keys.HEARTBEATS, k) for k in self.mirror["heartbeats"]}
-            nodes = node_states(self.mirror["nodes"], alive, own + others, now=now)
+            nodes = node_states(self.mirror["nodes"], alive, self.alloc.by_node, now=now)
             decision = decide(
                 dep,
                 own,
@@ -451,19 +480,6 @@ class Loop:
         await self._explain(name, decision)
         if decision.requeue_at is not None:
             self.queue.add_after(name, max(0.05, decision.requeue_at - self.clock()))
-
-    def _replicas_view(self) -> dict[str, Json]:
-        """Mirrored replica records with this loop's newer writes laid over them."""
-        seen = self.mirror.informers["replicas"].revision
-        for key in [k for k, (rev, _) in self._recent.items() if rev <= seen]:
-            del self._recent[key]
-        view = dict(self.mirror["replicas"])
-        for key, (_, value) in self._recent.items():
-            if value is None:
-                view.pop(key, None)
-            else:
-                view[key] = value
-        return view
 
     async def _write(
         self,
@@ -501,8 +517,13 @@ class Loop:
             return
         guard = ModIs(keys.deployment(name), dep_item.mod_revision if dep_item else 0)
         revision = await self.store.txn_batched([guard], pairs, size=self.settings.txn_ops)
+        need = deployment_state(dep_item.value).requests if dep_item else None
         for _, op in pairs:
-            self._recent[op.key] = (revision, op.value if isinstance(op, Put) else None)
+            if isinstance(op, Put) and need is not None and not op.value.get("draining"):
+                self.alloc.put(op.key, str(op.value["node"]), need)
+            else:
+                self.alloc.set(op.key, None)
+            self._written[op.key] = revision
         for p in d.place:
             log.info("placed %s on %s: %s", p.name, p.node, p.why)
 

@@ -179,6 +179,10 @@ class Api:
     async def describe(self, name: str, kind: str = "deployment") -> cluster_pb2.DescribeResponse:
         return await self.call("Describe", cluster_pb2.DescribeRequest(kind=kind, name=name))
 
+    async def nodes_ready(self, n: int) -> bool:
+        nodes = await self.nodes()
+        return sum(1 for x in nodes.values() if x.status == "Ready") == n
+
     async def converged(self, name: str, n: int) -> bool:
         """Exactly n replica records, all ready and not draining."""
         reps = await self.replicas(name)

@@ -22,6 +22,7 @@ async def test_apply_scale_delete_converge(controllers, etcd: str) -> None:
         for n in ("n1", "n2", "n3"):
             fleet.agent(n, [c1.address])
         api = Api(fleet.client([c1.address]))
+        await wait_for(lambda: api.nodes_ready(3), deadline=30, what="3 nodes ready")
         web = deployment("web", 3, host="web.test")
         assert await api.apply(web) == ["created"]
         await wait_for(lambda: api.converged("web", 3), deadline=30, what="3 ready replicas")

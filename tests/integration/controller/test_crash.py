@@ -14,7 +14,7 @@ async def test_kill9_mid_apply_then_restart_gives_exactly_50(controllers, etcd: 
         for n in ("n1", "n2", "n3"):
             fleet.agent(n, [c1.address], cpu_millis=16000)
         api = Api(fleet.client([c1.address]))
-        await wait_for(lambda: _nodes_ready(api, 3), deadline=30, what="3 nodes ready")
+        await wait_for(lambda: api.nodes_ready(3), deadline=30, what="3 nodes ready")
         assert await api.apply(deployment("big", 50)) == ["created"]
         await wait_for(
             lambda: _count(etcd, "/gantry/replicas/big/"), deadline=30, what="first placements"
@@ -36,8 +36,3 @@ async def test_kill9_mid_apply_then_restart_gives_exactly_50(controllers, etcd: 
 
 async def _count(etcd: str, prefix: str) -> int:
     return len(await etcd_snapshot(etcd, prefix))
-
-
-async def _nodes_ready(api: Api, n: int) -> bool:
-    nodes = await api.nodes()
-    return sum(1 for x in nodes.values() if x.status == "Ready") == n

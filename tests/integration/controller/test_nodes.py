@@ -18,6 +18,7 @@ async def test_lost_node_replicas_move_and_stale_ones_stop(controllers) -> None:
     async with Fleet() as fleet:
         agents = {n: fleet.agent(n, [c1.address]) for n in ("n1", "n2", "n3")}
         api = Api(fleet.client([c1.address]))
+        await wait_for(lambda: api.nodes_ready(3), deadline=30, what="3 nodes ready")
         await api.apply(deployment("web", 3, host="web.test"))
         await wait_for(lambda: api.converged("web", 3), deadline=30, what="3 ready")
         victims = {r.name for r in await api.replicas("web", node="n1")}
