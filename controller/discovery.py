@@ -11,6 +11,8 @@ ones. Subscribers' admin URLs are remembered for the rollout engine.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -111,6 +113,15 @@ def endpoint_table(
     return routes
 
 
+async def wait_term_ready(event: asyncio.Event | None, limit: float = 5.0) -> None:
+    """Wait (a bounded time) until a new leader term has adopted its nodes."""
+    if event is None:
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(limit):
+            await event.wait()
+
+
 @dataclass
 class Subscriber:
     proxy_id: str
@@ -119,9 +130,12 @@ class Subscriber:
 
 
 class DiscoveryService(discovery_pb2_grpc.DiscoveryServicer):
-    def __init__(self, mirror: Mirror, election: Election) -> None:
+    def __init__(
+        self, mirror: Mirror, election: Election, *, term_ready: asyncio.Event | None = None
+    ) -> None:
         self.mirror = mirror
         self.election = election
+        self.term_ready = term_ready
         self.subscribers: dict[str, Subscriber] = {}
 
     def table(self) -> types_pb2.EndpointTable:
@@ -143,6 +157,7 @@ class DiscoveryService(discovery_pb2_grpc.DiscoveryServicer):
     ) -> AsyncIterator[types_pb2.EndpointTable]:
         require_leader(self.election, self.mirror["leader"].get(keys.LEADER))
         await self.mirror.wait_synced()
+        await wait_term_ready(self.term_ready)
         sub_id = request.proxy_id or f"anon-{id(context):x}"
         self.subscribers[sub_id] = Subscriber(sub_id, request.admin_url, time.time())
         try:

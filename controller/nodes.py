@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from controller import keys
+from controller.errors import Conflict
 from controller.events import WARNING, Events, iso
 from controller.metrics import Metrics
-from controller.store import Json, Mirror, Store
+from controller.store import Json, Mirror, ModIs, Put, Store
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ class NodeLifecycle:
             now = self.clock()
             if transition(rec, alive=name in alive, now=now) is None:
                 continue
-            is_alive = name in alive
+            # The mirror's informers run independently: confirm liveness at the source.
+            is_alive = await self.store.get(keys.heartbeat(name)) is not None
 
             def apply(cur: Json | None, a: bool = is_alive, t: float = now) -> Json | None:
                 return transition(cur, alive=a, now=t) or cur
@@ -82,6 +84,38 @@ class NodeLifecycle:
                 )
             elif status == READY:
                 await self.events.record("node", name, "NodeReady", "heartbeats resumed")
+
+    async def adopt(self, ttl: int) -> int:
+        """At the start of a term, give each node still recorded Ready a fresh lease.
+
+        Node leases (TTL 3 s) expire while no controller leads (up to the leader
+        TTL, 5 s), through no fault of the nodes: without this, every failover
+        would drop every endpoint and move every replica. A node that is really
+        gone lets its provisional lease expire and goes NotReady as usual.
+        Returns how many nodes were adopted.
+        """
+        nodes, beats = await self.store.read(keys.NODES, keys.HEARTBEATS)
+        alive = {keys.tail(keys.HEARTBEATS, i.key) for i in beats}
+        adopted, revision = 0, 0
+        for item in nodes:
+            name = keys.tail(keys.NODES, item.key)
+            if item.value.get("status") != READY or name in alive:
+                continue
+            lease = await self.store.grant(ttl)
+            value = {"lease": lease, "at": self.clock(), "provisional": True}
+            try:
+                revision = await self.store.txn(
+                    [ModIs(keys.heartbeat(name), 0)], [Put(keys.heartbeat(name), value, lease)]
+                )
+                adopted += 1
+            except Conflict:  # the agent registered meanwhile
+                await self.store.revoke(lease)
+        informer = self.mirror.informers["heartbeats"]
+        while informer.revision < revision:
+            await self.mirror.wait_change(self.mirror.version, wait=0.5)
+        if adopted:
+            log.info("adopted %d node(s) at the start of this term", adopted)
+        return adopted
 
     async def run(self) -> None:
         await self.mirror.wait_synced()

@@ -11,6 +11,7 @@ Only the leader answers; writes are fenced by the store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from controller import keys
+from controller.discovery import wait_term_ready
 from controller.election import Election, require_leader
 from controller.errors import Invalid, streaming, unary
 from controller.events import iso
@@ -97,8 +99,15 @@ def assignment_set(replicas: dict[str, Json], node: str, version: int) -> nodes_
 
 class NodesService(nodes_pb2_grpc.NodesServicer):
     def __init__(
-        self, store: Store, mirror: Mirror, election: Election, settings: ControllerSettings
+        self,
+        store: Store,
+        mirror: Mirror,
+        election: Election,
+        settings: ControllerSettings,
+        *,
+        term_ready: asyncio.Event | None = None,
     ) -> None:
+        self.term_ready = term_ready
         self.store = store
         self.mirror = mirror
         self.election = election
@@ -141,16 +150,15 @@ class NodesService(nodes_pb2_grpc.NodesServicer):
     async def Heartbeat(self, request: nodes_pb2.HeartbeatRequest, context: Any) -> Any:
         self._guard()
         name = request.node
-        lease = self.leases.get(name)
-        if lease is None:
-            item = await self.store.get(keys.heartbeat(name))
-            lease = item.lease if item else None
-        if not lease:
-            return nodes_pb2.HeartbeatResponse(known=False)
-        if await self.store.keepalive(lease) <= 0:
+        cached = self.leases.get(name)
+        if cached and await self.store.keepalive(cached) > 0:
+            self.last_heartbeat[name] = time.time()
+            return nodes_pb2.HeartbeatResponse(known=True)
+        item = await self.store.get(keys.heartbeat(name))
+        if item is None or not item.lease or await self.store.keepalive(item.lease) <= 0:
             self.leases.pop(name, None)
             return nodes_pb2.HeartbeatResponse(known=False)
-        self.leases[name] = lease
+        self.leases[name] = item.lease
         self.last_heartbeat[name] = time.time()
         return nodes_pb2.HeartbeatResponse(known=True)
 
@@ -160,6 +168,7 @@ class NodesService(nodes_pb2_grpc.NodesServicer):
     ) -> AsyncIterator[nodes_pb2.AssignmentSet]:
         self._guard()
         await self.mirror.wait_synced()
+        await wait_term_ready(self.term_ready)
         last: bytes | None = None
         while True:
             version = self.mirror.version

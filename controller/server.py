@@ -62,8 +62,12 @@ class Controller:
             self.store, ident=settings.ident, address=settings.address, ttl=settings.leader_ttl
         )
         self.loop: Loop | None = None
-        self.nodes = NodesService(self.store, self.mirror, self.election, settings)
-        self.discovery = DiscoveryService(self.mirror, self.election)
+        # Set once a new term has adopted the nodes: streams wait for it.
+        self.term_ready = asyncio.Event()
+        self.nodes = NodesService(
+            self.store, self.mirror, self.election, settings, term_ready=self.term_ready
+        )
+        self.discovery = DiscoveryService(self.mirror, self.election, term_ready=self.term_ready)
         self.cluster = ClusterService(
             self.store,
             self.mirror,
@@ -90,12 +94,16 @@ class Controller:
         self.loop = loop
         self.metrics.is_leader.set(1)
         try:
+            await self.mirror.wait_synced()
+            await lifecycle.adopt(self.settings.node_ttl)
+            self.term_ready.set()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(loop.run(), name="reconcile-loop")
                 tg.create_task(lifecycle.run(), name="node-lifecycle")
         except* Exception as group:
             raise group.exceptions[0] from None
         finally:
+            self.term_ready.clear()
             self.metrics.is_leader.set(0)
             self.loop = None
 

@@ -32,6 +32,7 @@ async def test_killing_the_leader_hands_over_and_work_goes_on(controllers) -> No
         api = Api(fleet.client(both))
         await api.apply(deployment("web", 2))
         await wait_for(lambda: api.converged("web", 2), deadline=30, what="2 ready")
+        before = {r.name for r in await api.replicas("web")}
 
         killed = time.monotonic()
         c1.kill9()
@@ -40,7 +41,11 @@ async def test_killing_the_leader_hands_over_and_work_goes_on(controllers) -> No
 
         await api.scale("web", 4)
         await wait_for(lambda: api.converged("web", 4), deadline=40, what="4 ready under c2")
-        assert len(await api.replicas("web")) == 4
+        after = {r.name for r in await api.replicas("web")}
+        assert len(after) == 4 and before <= after, "a controller failover moves no replica"
+        for node in ("n1", "n2"):
+            events = (await api.describe(node, kind="node")).events
+            assert not any(e.reason == "NodeNotReady" for e in events), f"{node} was never lost"
 
 
 async def test_graceful_stop_hands_over_at_once(controllers) -> None:
@@ -49,6 +54,7 @@ async def test_graceful_stop_hands_over_at_once(controllers) -> None:
     c2 = controllers("c2", ttl=TTL)
     await wait_for(lambda: _follows(c2.address, c1.address), deadline=20, what="c2 stands by")
     await asyncio.to_thread(c1.stop)  # SIGTERM: the lease is revoked on the way out
+    assert c1.svc is not None and c1.svc.proc.returncode == 0, "an orderly exit"
     await wait_for(lambda: _leads(c2.address), deadline=TTL + 3, what="c2 takes over")
 
 
