@@ -190,7 +190,8 @@ def rewrite_request(
 @dataclass(slots=True)
 class ResponseInfo:
     head: bytes
-    framing: str  # "length" | "chunked" | "close" | "none"
+    framing: str  # to the client: "length" | "chunked" | "close" | "none"
+    until_close: bool = False  # the upstream body ends when the upstream closes
 
 
 def rewrite_response(
@@ -245,7 +246,8 @@ def rewrite_response(
         framing = "close"
         keep_alive = False
     kept.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
-    return ResponseInfo(b"".join(kept), framing)
+    until_close = not bodyless and not chunked and cl_line is None
+    return ResponseInfo(b"".join(kept), framing, until_close)
 
 
 def local_response(status: int, message: str, *, keep_alive: bool) -> bytes:

@@ -109,6 +109,7 @@ class Request:
     attempts = 0
     status = 0
     framing = ""
+    until_close = False
     upgrade_rest: list[bytes] | None = None
     upgrading = False
     done = False
@@ -425,7 +426,13 @@ class ClientConn(asyncio.Protocol):
     # -- upstream events (Exchange) -------------------------------------------
     def client_write(self, out: list[bytes]) -> None:
         if self.transport is not None and not self.closing:
-            self.transport.writelines(out)
+            # One buffer: uvloop writes it at once; several small ones are joined first.
+            if len(out) == 1:
+                self.transport.write(out[0])
+            elif len(out) < 8:
+                self.transport.write(b"".join(out))
+            else:
+                self.transport.writelines(out)
 
     def up_head(self, conn: UpstreamConn, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         req = self.queue[0] if self.queue else None
@@ -452,6 +459,7 @@ class ClientConn(asyncio.Protocol):
             set_cookie=cookie,
         )
         req.framing = resp.framing
+        req.until_close = resp.until_close
         if resp.framing == "close":
             req.keep_alive = False
         conn.out.append(resp.head)
@@ -507,8 +515,14 @@ class ClientConn(asyncio.Protocol):
         if req is None or req.up is not conn or req.done:
             return
         proxy = self.proxy
-        if req.status and req.framing == "close" and why == "closed":
-            self._finish(req, conn, reusable=False)  # EOF-delimited body ends here
+        if req.status and req.until_close and why == "closed":
+            # An EOF-delimited body ends here: finish it for the client.
+            if conn.out:
+                self.client_write(conn.out)
+                conn.out = []
+            if req.framing == "chunked":
+                self._write(httpmsg.LAST_CHUNK)
+            self._finish(req, conn, reusable=False)
             return
         ep_key = conn.key
         if req.status:  # mid-response: nothing to say to the client but a cut

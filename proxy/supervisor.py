@@ -50,7 +50,10 @@ class WorkerHandle:
         self.proc: asyncio.subprocess.Process | None = None
         self.session: aiohttp.ClientSession | None = None
 
-    async def start(self, settings: ProxySettings) -> None:
+    async def start(self, settings: ProxySettings, table_json: bytes) -> None:
+        """Spawn the worker; it starts serving with `table_json` (later ones are pushed)."""
+        table_path = self.control + ".table"
+        await asyncio.to_thread(_write_file, table_path, table_json)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.control)
         self.proc = await asyncio.create_subprocess_exec(
@@ -60,6 +63,7 @@ class WorkerHandle:
             json.dumps(settings.to_dict()),
             str(self.index),
             self.control,
+            table_path,
         )
         if self.session is None:
             self.session = aiohttp.ClientSession(
@@ -147,7 +151,7 @@ class Supervisor:
                     return
                 if w.proc is not None and w.proc.returncode is not None:
                     log.warning("worker %d exited with %s; restarting", w.index, w.proc.returncode)
-                    await w.start(self.settings)
+                    await w.start(self.settings, self.table_json)
                     try:
                         await w.wait_ready(loop.time() + 20)
                         await w.push(self.table_json)
@@ -203,6 +207,11 @@ class Supervisor:
         return app
 
 
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
 def _check_listen(address: str) -> None:
     host, port = parse_hostport(address, "--listen")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -242,7 +251,7 @@ async def run(settings: ProxySettings, *, table: Table | None = None) -> None:
                 for i in range(settings.worker_count())
             ]
             for w in sup.workers:
-                await w.start(settings)
+                await w.start(settings, sup.table_json)
             for w in sup.workers:
                 await w.wait_ready(loop.time() + 30)
             await sup.push_all()

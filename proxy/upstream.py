@@ -153,7 +153,10 @@ class UpstreamConn(asyncio.Protocol):
         self.skip_body = False
         self.status = 0
         assert self.transport is not None
-        self.transport.writelines(data)
+        if len(data) == 1:
+            self.transport.write(data[0])
+        else:
+            self.transport.writelines(data)
 
     def finish_without_body(self) -> None:
         """A HEAD answer: the parser would wait for a body; start a fresh one."""

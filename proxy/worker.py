@@ -6,12 +6,13 @@ sweep (timeouts, re-admissions, idle upstream connections), a private
 control server on a Unix socket for the supervisor (PUT /table, GET /stats,
 GET /healthz), and the graceful shutdown on SIGTERM: stop accepting, close
 idle connections, let in-flight requests finish within `shutdown_timeout`.
-Run as `python -m proxy.worker SETTINGS_JSON INDEX CONTROL_SOCKET`.
+Run as `python -m proxy.worker SETTINGS_JSON INDEX CONTROL_SOCKET [TABLE_JSON_FILE]`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from aiohttp import web
 
 from proxy.server import Proxy
 from proxy.settings import ProxySettings, parse_hostport
-from proxy.table import TableError, table_from_json
+from proxy.table import Table, TableError, table_from_json
 
 log = logging.getLogger("gantry.proxy.worker")
 
@@ -81,18 +82,28 @@ async def _sweeper(proxy: Proxy) -> None:
         proxy.sweep()
 
 
-async def run_worker(settings: ProxySettings, index: int, control_path: str) -> None:
+async def run_worker(
+    settings: ProxySettings, index: int, control_path: str, table: Table | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     seed = settings.seed + index if settings.seed else None
     proxy = Proxy(settings, seed=seed)
+    if table is not None:
+        proxy.set_table(table)
     server = await loop.create_server(proxy.new_connection, sock=listen_socket(settings.listen))
     runner = web.AppRunner(control_app(proxy, index), access_log=None)
     await runner.setup()
     await web.UnixSite(runner, control_path).start()
     sweeper = asyncio.create_task(_sweeper(proxy), name=f"proxy-worker{index}-sweep")
+    # Start-up objects (modules, aiohttp) never die: keep the cyclic GC from walking them
+    # on the request path (full collections were multi-ms latency spikes). Requests make
+    # few cycles; collect young objects less often.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20000, 20, 20)
     try:
         await stop.wait()
     finally:
@@ -126,9 +137,13 @@ def main(argv: list[str]) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency
         runner = asyncio.run  # type: ignore[assignment]
     try:
-        runner(run_worker(settings, int(argv[1]), argv[2]))
-    except OSError as exc:
-        print(f"proxy worker {argv[1]}: cannot listen on {settings.listen}: {exc}", file=sys.stderr)
+        table = None
+        if len(argv) > 3:
+            with open(argv[3], "rb") as f:
+                table = table_from_json(f.read())
+        runner(run_worker(settings, int(argv[1]), argv[2], table))
+    except (OSError, TableError) as exc:
+        print(f"proxy worker {argv[1]}: {exc}", file=sys.stderr)
         return 2
     return 0
 

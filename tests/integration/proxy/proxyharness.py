@@ -191,6 +191,13 @@ class Servers:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
                 await reader.readuntil(b"\r\n\r\n")
+                if behaviour == "eof":  # a body delimited by closing the connection
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+                    for i in range(5):
+                        writer.write(b"part %d\n" % i)
+                        await writer.drain()
+                    writer.close()
+                    return
                 if behaviour == "reset":
                     sock = writer.get_extra_info("socket")
                     sock.setsockopt(

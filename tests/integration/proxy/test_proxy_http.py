@@ -247,3 +247,16 @@ def test_port_in_use_is_reported(proxy: Proxy) -> None:
         holder.close()
     assert r.returncode == 1
     assert f"--listen 127.0.0.1:{port}:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eof_delimited_upstream_body(servers: Servers, launch: Callable[..., Proxy]) -> None:
+    port = servers.raw("eof")
+    disc = servers.discovery()
+    servers.publish(disc, 1, [route("web", [(port, "stable")])])
+    p = launch([disc.address])
+    p.wait_table(1)
+    want = b"".join(b"part %d\n" % i for i in range(5))
+    status, headers, body = http(p, "/")  # HTTP/1.1: re-framed as chunked
+    assert status == 200 and body == want and headers.get("transfer-encoding") == "chunked"
+    out = raw_exchange(p, b"GET / HTTP/1.0\r\n\r\n")  # HTTP/1.0: delimited by close
+    assert out.startswith(b"HTTP/1.1 200") and out.endswith(want)

@@ -249,3 +249,21 @@ def test_client_leaving_mid_upload_closes_the_upstream(
         assert http(p, "/")[0] == 200
     stats = p.admin_json("/admin/stats")
     assert stats["deployments"]["web"]["stable"]["status"].get("499") == 1
+
+
+def test_dead_worker_is_replaced(servers: Servers, launch: Callable[..., Proxy]) -> None:
+    import os
+
+    be = servers.backend("web")
+    disc = servers.discovery()
+    servers.publish(disc, 1, [route("web", [(be, "stable")])])
+    p = launch([disc.address], workers=2)
+    p.wait_table(1)
+    workers = set(p.pids()[1:])
+    assert len(workers) == 2
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(set(p.pids()[1:]) - {victim}) == 2, 30, "a replacement worker")
+    wait_for(lambda: p.admin_json("/admin/stats")["workers"] == 2, 30, "both workers reporting")
+    for _ in range(20):
+        assert http(p, "/")[0] == 200
