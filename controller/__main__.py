@@ -33,7 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--leader-ttl", type=int, dest="leader_ttl")
     p.add_argument("--node-ttl", type=int, dest="node_ttl")
     p.add_argument("--drain-seconds", type=float, dest="drain_seconds")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     return p.parse_args(argv)
 
 
@@ -43,7 +45,11 @@ async def serve(settings: ControllerSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     controller = Controller(settings)
-    await controller.start()
+    try:
+        await controller.start()
+    except BaseException:
+        await controller.stop(grace=0.5)
+        raise
     try:
         await stop.wait()
     finally:

@@ -116,13 +116,21 @@ class Controller:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        self.port = server.add_insecure_port(self.settings.listen)
+        try:
+            self.port = server.add_insecure_port(self.settings.listen)
+        except RuntimeError:
+            self.port = 0
         if not self.port:
-            raise OSError(f"--listen {self.settings.listen}: cannot bind")
+            raise OSError(
+                f"--listen {self.settings.listen}: cannot bind (in use, or not host:port)"
+            )
         await server.start()
         self.server = server
         if self.settings.metrics:
-            self._metrics_server = self.metrics.serve(self.settings.metrics)
+            try:
+                self._metrics_server = self.metrics.serve(self.settings.metrics)
+            except (OSError, ValueError) as exc:
+                raise OSError(f"--metrics {self.settings.metrics}: cannot serve: {exc}") from None
         self._tasks = self.mirror.tasks()
         self._election_task = asyncio.create_task(self.election.run(self._lead), name="election")
         for name in ("", *SERVICE_NAMES):

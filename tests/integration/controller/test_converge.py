@@ -9,6 +9,7 @@ import grpc
 import pytest
 from ctlharness import Api, Fleet, deployment, etcd_snapshot, wait_for
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from gantry.client import ControllerError
 from gantry.v1 import cluster_pb2, cluster_pb2_grpc, discovery_pb2, discovery_pb2_grpc
@@ -89,6 +90,12 @@ async def test_health_reflection_metrics_discovery(controllers) -> None:
         ch = fleet.client([c1.address]).channel(c1.address)
         resp = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""))
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        services = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        async for answer in services:
+            listed = {s.name for s in answer.list_services_response.service}
+        assert {"gantry.v1.Cluster", "gantry.v1.Nodes", "gantry.v1.Discovery"} <= listed
         stream = discovery_pb2_grpc.DiscoveryStub(ch).Watch(
             discovery_pb2.DiscoveryRequest(proxy_id="p1", admin_url="http://127.0.0.1:1/admin")
         )

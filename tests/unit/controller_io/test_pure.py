@@ -12,7 +12,14 @@ from controller.api import applied_record, validate
 from controller.discovery import endpoint_table, host_of, route_port
 from controller.errors import Conflict, Invalid, NotFound, NotLeader, StoreUnavailable, status_code
 from controller.events import merge_event
-from controller.loop import decide, deployment_state, replica_state, status_of
+from controller.loop import (
+    Allocation,
+    decide,
+    deployment_state,
+    replica_state,
+    rollout_state,
+    status_of,
+)
 from controller.model import Capacity, NodeState
 from controller.nodes import transition
 from controller.nodes_api import observe
@@ -260,3 +267,40 @@ def test_status_counts_live_replicas() -> None:
     ]
     st = status_of(rec, reps)
     assert (st["replicas"], st["readyReplicas"], st["updatedReplicas"]) == (2, 1, 1)
+
+
+def test_allocation_follows_replica_records() -> None:
+    alloc = Allocation()
+    a, b = replica("a", "n1"), replica("b", "n1")
+    alloc.set("ka", a)
+    alloc.set("kb", b)
+    assert alloc.by_node["n1"] == Capacity(1000, 2 * 2**30, 2)
+    alloc.set("kb", {**b, "draining": True})
+    assert alloc.by_node["n1"] == Capacity(500, 2**30, 1), "a draining replica frees its room"
+    alloc.set("ka", {**a, "node": "n2"})
+    alloc.set("kb", None)
+    assert alloc.by_node["n1"] == Capacity() and alloc.by_node["n2"] == Capacity(500, 2**30, 1)
+
+
+def test_rollout_records_read_as_rollout_state() -> None:
+    assert rollout_state(None) is None
+    ro = rollout_state(
+        {
+            "deployment": "web",
+            "type": "Canary",
+            "phase": "Paused",
+            "canaryWeight": 20,
+            "canaryRevision": 3,
+            "stableRevision": 2,
+            "canaryReplicas": 2,
+            "steps": [{"setWeight": 20}],
+        }
+    )
+    assert ro is not None and (
+        ro.phase,
+        ro.canary_weight,
+        ro.canary_revision,
+        ro.canary_replicas,
+    ) == ("Paused", 20, 3, 2)
+    assert ro.wants_canary_replicas()
+    assert rollout_state({"deployment": "web", "phase": "Bogus"}) is None
