@@ -221,6 +221,23 @@ class Servers:
 
         return self.bg.run(start())
 
+    def blackhole(self) -> tuple[int, list[socket.socket]]:
+        """A port whose accept queue is full: the kernel drops new SYNs, connects hang."""
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(0)
+        port = srv.getsockname()[1]
+        held = [srv]
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            held.append(c)
+        return int(port), held
+
     def discovery(self, *, leader: str | None = None, port: int = 0) -> FakeDiscovery:
         async def start() -> FakeDiscovery:
             disc = FakeDiscovery(leader=leader)

@@ -267,3 +267,28 @@ def test_dead_worker_is_replaced(servers: Servers, launch: Callable[..., Proxy])
     wait_for(lambda: p.admin_json("/admin/stats")["workers"] == 2, 30, "both workers reporting")
     for _ in range(20):
         assert http(p, "/")[0] == 200
+
+
+def test_connect_timeout_gives_504_and_retries_elsewhere(
+    servers: Servers, launch: Callable[..., Proxy]
+) -> None:
+    port, held = servers.blackhole()
+    good = servers.backend("good")
+    disc = servers.discovery()
+    try:
+        servers.publish(disc, 1, [route("web", [(port, "stable")])])
+        p = launch([disc.address], connect_timeout=0.5)
+        p.wait_table(1)
+        t0 = time.monotonic()
+        status, _, body = http(p, "/")
+        assert status == 504 and f"connect to 127.0.0.1:{port} timed out".encode() in body
+        assert time.monotonic() - t0 < 5
+        assert p.admin_json("/admin/stats")["upstream_errors"]["web"]["timeout"] >= 1
+        servers.publish(disc, 2, [route("web", [(port, "stable"), (good, "stable")])])
+        p.wait_table(2)
+        for _ in range(4):
+            status, _, body = http(p, "/")
+            assert status == 200 and json.loads(body)["backend"] == "good"
+    finally:
+        for s in held:
+            s.close()
