@@ -311,6 +311,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
                         "reason": "Pending",
                         "message": pending,
                         "count": 1,
+                        "lastSeen": iso(time.time()),
                     }
                 )
         elif kind == "node":

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from controller import keys
-from controller.errors import Conflict
+from controller.errors import Conflict, Temporary
 from controller.events import WARNING, Events, iso
 from controller.metrics import Metrics
 from controller.store import Json, Mirror, ModIs, Put, Store
@@ -123,6 +123,9 @@ class NodeLifecycle:
         while True:
             version = self.mirror.version
             if version != seen:
-                await self.sync_once()
-                seen = version
+                try:
+                    await self.sync_once()
+                    seen = version
+                except Temporary as exc:
+                    log.warning("node lifecycle: %s; retrying", exc)
             await self.mirror.wait_change(seen, wait=1.0)
