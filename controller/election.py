@@ -139,4 +139,4 @@ class Election:
 def require_leader(election: Election, leader_record: Mapping[str, Any] | None) -> None:
     """Raise NotLeader (naming the current leader's address) unless we lead."""
     if not election.is_leader:
-        raise NotLeader(str((leader_record or {}).get("address", "")))
+        raise NotLeader(str((leader_record or {}).get("address", "") or election.leader_address))

@@ -19,6 +19,7 @@ async def test_killing_the_leader_hands_over_and_work_goes_on(controllers) -> No
     await wait_for(lambda: _leads(c1.address), deadline=20, what="c1 leads")
     c2 = controllers("c2", ttl=TTL)
     both = [c1.address, c2.address]
+    await wait_for(lambda: _follows(c2.address, c1.address), deadline=20, what="c2 stands by")
 
     async with grpc.aio.insecure_channel(c2.address) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
