@@ -382,7 +382,10 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
 
     @unary
     async def Leader(self, request: cluster_pb2.LeaderRequest, context: Any) -> Any:
-        rec = self.mirror["leader"].get(keys.LEADER) or {}
+        rec = self.mirror["leader"].get(keys.LEADER) or {
+            "id": self.election.leader_id,
+            "address": self.election.leader_address,
+        }
         if self.election.is_leader:
             rec = {"id": self.election.ident, "address": self.election.address}
         return cluster_pb2.LeaderResponse(
