@@ -20,7 +20,7 @@ def proxy(servers: Servers, launch: Callable[..., Proxy]) -> Proxy:
     be = servers.backend("web")
     disc = servers.discovery()
     servers.publish(disc, 1, [route("web", [(be, "stable")])])
-    p = launch([disc.address], header_timeout=1, max_header_bytes=8192)
+    p = launch([disc.address], header_timeout=1, max_header_bytes=8192, request_timeout=240)
     p.wait_table(1)
     return p
 
