@@ -24,9 +24,17 @@ from controller import keys
 from controller.election import Election, require_leader
 from controller.errors import Conflict, Invalid, NotFound, Unimplemented, streaming, unary
 from controller.events import Events, iso
-from controller.loop import node_capacity, replica_state, status_of
+from controller.loop import (
+    deployment_state,
+    node_capacity,
+    replica_state,
+    rollout_state,
+    status_of,
+)
 from controller.model import Capacity, template_hash
 from controller.nodes import alive_nodes
+from controller.rollout import rolling_update_status
+from controller.rollouts import RolloutEngine
 from controller.store import Delete, Json, Mirror, ModIs, Op, Put, Store
 from gantry.manifest import ManifestError, canonical_deployment
 from gantry.v1 import cluster_pb2, cluster_pb2_grpc, types_pb2
@@ -106,7 +114,9 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         events: Events,
         pending: Callable[[str], str] = lambda name: "",
         heartbeats: Callable[[], dict[str, float]] = dict,
+        rollouts: RolloutEngine | None = None,
     ) -> None:
+        self.rollouts = rollouts
         self.store = store
         self.mirror = mirror
         self.election = election
@@ -394,32 +404,84 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             is_leader=self.election.is_leader,
         )
 
-    # -- rollouts: wired by the rollout engine ---------------------------
+    # -- rollouts: served by the rollout engine -------------------------
 
-    async def _rollout_unimplemented(self) -> Any:
+    def _engine(self) -> RolloutEngine:
         self._guard()
-        raise Unimplemented("rollouts are not served by this controller yet")
+        if self.rollouts is None:
+            raise Unimplemented("rollouts are not served by this controller")
+        return self.rollouts
+
+    async def _rollout_status(self, name: str) -> cluster_pb2.RolloutStatusResponse:
+        dep_item, ro_item = await self.store.read(keys.deployment(name), keys.rollout(name))
+        if not dep_item:
+            raise NotFound(f"deployment {name!r} not found")
+        dep = dep_item[0].value
+        reps, _ = await self.store.list(keys.replicas(name))
+        out = cluster_pb2.RolloutStatusResponse(
+            deployment=deployment_proto(dep, [r.value for r in reps])
+        )
+        record = ro_item[0].value if ro_item else None
+        if record is None or not rollout_state(record) or not rollout_state(record).active:  # type: ignore[union-attr]
+            status = rolling_update_status(
+                deployment_state(dep),
+                [replica_state(r.value) for r in reps],
+                started_at=time.time(),
+                now=time.time(),
+            )
+            out.rollout.CopyFrom(
+                types_pb2.Rollout(
+                    deployment=name,
+                    type="RollingUpdate",
+                    phase="Succeeded" if status.complete else "Progressing",
+                    stable_revision=int((dep.get("status") or {}).get("revision", 1)),
+                    message=status.message,
+                )
+            )
+            if record is not None:
+                out.rollout.message = f"{status.message}; last canary: {record.get('phase')} {record.get('message', '')}".strip()
+            return out
+        json_format.ParseDict(record, out.rollout, ignore_unknown_fields=True)
+        return out
 
     @unary
-    async def RolloutStatus(self, request: Any, context: Any) -> Any:
-        return await self._rollout_unimplemented()
+    async def RolloutStatus(self, request: cluster_pb2.RolloutRequest, context: Any) -> Any:
+        self._engine()
+        return await self._rollout_status(request.name)
 
     @unary
-    async def RolloutHistory(self, request: Any, context: Any) -> Any:
-        return await self._rollout_unimplemented()
+    async def RolloutHistory(self, request: cluster_pb2.RolloutRequest, context: Any) -> Any:
+        engine = self._engine()
+        self._deployment_exists(request.name)
+        out = cluster_pb2.RolloutHistoryResponse()
+        for rec in await engine.history(request.name):
+            out.revisions.append(
+                json_format.ParseDict(rec, types_pb2.RevisionRecord(), ignore_unknown_fields=True)
+            )
+        return out
 
     @unary
-    async def RolloutUndo(self, request: Any, context: Any) -> Any:
-        return await self._rollout_unimplemented()
+    async def RolloutUndo(self, request: cluster_pb2.RolloutUndoRequest, context: Any) -> Any:
+        await self._engine().undo(request.name, int(request.to_revision))
+        return await self._rollout_status(request.name)
 
     @unary
-    async def StartCanary(self, request: Any, context: Any) -> Any:
-        return await self._rollout_unimplemented()
+    async def StartCanary(self, request: cluster_pb2.StartCanaryRequest, context: Any) -> Any:
+        await self._engine().start(
+            request.name, image=request.image, weight=request.weight, replicas=request.replicas
+        )
+        return await self._rollout_status(request.name)
 
     @unary
-    async def Promote(self, request: Any, context: Any) -> Any:
-        return await self._rollout_unimplemented()
+    async def Promote(self, request: cluster_pb2.RolloutRequest, context: Any) -> Any:
+        await self._engine().promote(request.name)
+        return await self._rollout_status(request.name)
 
     @unary
-    async def Abort(self, request: Any, context: Any) -> Any:
-        return await self._rollout_unimplemented()
+    async def Abort(self, request: cluster_pb2.RolloutRequest, context: Any) -> Any:
+        await self._engine().abort(request.name)
+        return await self._rollout_status(request.name)
+
+    def _deployment_exists(self, name: str) -> None:
+        if keys.deployment(name) not in self.mirror["deployments"]:
+            raise NotFound(f"deployment {name!r} not found")

@@ -40,7 +40,7 @@ from controller.model import (
     template_requests,
 )
 from controller.reconcile import PlaceAction, reconcile
-from controller.rollout import RolloutPhase, RolloutState, RolloutType
+from controller.rollout import RolloutState, rollout_from_record
 from controller.settings import ControllerSettings
 from controller.store import Delete, Item, Json, Mirror, ModIs, Op, Put, Store
 from controller.workqueue import WorkQueue
@@ -295,25 +295,11 @@ def _place_all(
 
 
 def rollout_state(rec: Json | None) -> RolloutState | None:
-    """A /gantry/rollouts/<name> record (Rollout, camelCase, plus "steps") as RolloutState."""
+    """A /gantry/rollouts/<name> record as RolloutState (None if absent or unreadable)."""
     if not rec:
         return None
     try:
-        return RolloutState(
-            deployment=str(rec.get("deployment", "")),
-            type=RolloutType(rec.get("type") or "Canary"),
-            phase=RolloutPhase(rec.get("phase") or "Progressing"),
-            step=int(rec.get("step", 0)),
-            canary_weight=int(rec.get("canaryWeight", 0)),
-            canary_template=rec.get("canaryTemplate") or {},
-            canary_revision=int(rec.get("canaryRevision", 0)),
-            stable_revision=int(rec.get("stableRevision", 0)),
-            canary_replicas=int(rec.get("canaryReplicas", 1)),
-            steps=tuple(rec.get("steps") or ()),
-            message=str(rec.get("message", "")),
-            started_at=float(rec.get("startedTs", 0.0)),
-            step_started_at=float(rec.get("stepStartedTs", 0.0)),
-        )
+        return rollout_from_record(rec)
     except (ValueError, TypeError):
         log.warning("unreadable rollout record for %s: ignored", rec.get("deployment"))
         return None

@@ -30,6 +30,7 @@ from controller.loop import Loop, RolloutHook
 from controller.metrics import Metrics
 from controller.nodes import NodeLifecycle
 from controller.nodes_api import NodesService
+from controller.rollouts import RolloutEngine
 from controller.settings import ControllerSettings
 from controller.store import Mirror, Store
 from gantry.v1 import (
@@ -53,7 +54,6 @@ SERVICE_NAMES = (
 class Controller:
     def __init__(self, settings: ControllerSettings, *, rollout: RolloutHook | None = None) -> None:
         self.settings = settings
-        self.rollout = rollout
         self.store = Store(settings.etcd_endpoints)
         self.mirror = Mirror(self.store)
         self.metrics = Metrics()
@@ -68,6 +68,14 @@ class Controller:
             self.store, self.mirror, self.election, settings, term_ready=self.term_ready
         )
         self.discovery = DiscoveryService(self.mirror, self.election, term_ready=self.term_ready)
+        if rollout is None:
+            self.rollouts: RolloutEngine | None = RolloutEngine(
+                self.store, events=self.events, admin_urls=self.discovery.admin_urls
+            )
+            rollout = self.rollouts
+        else:
+            self.rollouts = None
+        self.rollout = rollout
         self.cluster = ClusterService(
             self.store,
             self.mirror,
@@ -75,6 +83,7 @@ class Controller:
             events=self.events,
             pending=lambda name: self.loop.pending.get(name, "") if self.loop else "",
             heartbeats=lambda: dict(self.nodes.last_heartbeat),
+            rollouts=self.rollouts,
         )
         self.health = (
             health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
@@ -92,6 +101,8 @@ class Controller:
         )  # fmt: skip
         lifecycle = NodeLifecycle(self.store, self.mirror, events=self.events, metrics=self.metrics)
         self.loop = loop
+        if self.rollouts is not None:
+            self.rollouts.requeue = loop.queue.add_after
         self.metrics.is_leader.set(1)
         try:
             await self.mirror.wait_synced()
@@ -155,6 +166,8 @@ class Controller:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.rollouts is not None:
+            await self.rollouts.close()
         await self.store.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
