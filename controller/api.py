@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from google.protobuf import json_format
@@ -33,7 +33,7 @@ from controller.loop import (
 )
 from controller.model import Capacity, template_hash
 from controller.nodes import alive_nodes
-from controller.rollout import rolling_update_status
+from controller.rollout import revisions_to_prune, rolling_update_status
 from controller.rollouts import RolloutEngine
 from controller.store import Delete, Json, Mirror, ModIs, Op, Put, Store
 from gantry.manifest import ManifestError, canonical_deployment
@@ -66,8 +66,14 @@ def desired_of(doc: Json) -> Json:
     }
 
 
-def applied_record(doc: Json, old: Json | None, *, now: float) -> tuple[str, Json, bool]:
-    """(action, new record, template changed) for applying `doc` over `old` (pure)."""
+def applied_record(
+    doc: Json, old: Json | None, *, now: float, revisions: Mapping[int, str] | None = None
+) -> tuple[str, Json, bool]:
+    """(action, new record, template changed) for applying `doc` over `old` (pure).
+
+    `revisions` maps the deployment's stored revision numbers to their template
+    hashes: a template seen before gets its old revision back, a new one the
+    next number after all of them (as Kubernetes numbers ReplicaSets)."""
     want = desired_of(doc)
     if old is not None and desired_of(old) == want:
         return "unchanged", old, False
@@ -75,7 +81,11 @@ def applied_record(doc: Json, old: Json | None, *, now: float) -> tuple[str, Jso
     old_status = (old or {}).get("status") or {}
     new_hash = template_hash(want["spec"].get("template") or {})
     changed = old is None or old_status.get("templateHash") != new_hash
-    revision = int(old_status.get("revision", 0)) + (1 if changed else 0)
+    revision = int(old_status.get("revision", 0))
+    if changed:
+        known = revisions or {}
+        same = sorted(r for r, h in known.items() if h == new_hash)
+        revision = same[-1] if same else max([revision, *known]) + 1
     rec = {
         "apiVersion": API_VERSION,
         "kind": "Deployment",
@@ -167,15 +177,23 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
         name = doc["metadata"]["name"]
         key = keys.deployment(name)
         for _ in range(10):
-            item = await self.store.get(key)
+            found, revs = await self.store.read(key, keys.revisions(name))
+            item = found[0] if found else None
+            known = {
+                int(r.value.get("revision", 0)): template_hash(r.value.get("template") or {})
+                for r in revs
+            }
             action, rec, changed = applied_record(
-                doc, item.value if item else None, now=time.time()
+                doc, item.value if item else None, now=time.time(), revisions=known
             )
             if dry_run or action == "unchanged":
                 return action
             ops: list[Op] = [Put(key, rec)]
             if changed:
                 rev = rec["status"]["revision"]
+                limit = int(rec["spec"].get("revisionHistoryLimit", 10))
+                prune = revisions_to_prune([*known, rev], current=rev, limit=limit)
+                ops.extend(Delete(keys.revision(name, r)) for r in prune)
                 template = rec["spec"].get("template") or {}
                 cause = "created" if item is None else "template changed"
                 ops.append(

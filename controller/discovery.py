@@ -137,14 +137,19 @@ class DiscoveryService(discovery_pb2_grpc.DiscoveryServicer):
         self.election = election
         self.term_ready = term_ready
         self.subscribers: dict[str, Subscriber] = {}
+        self._cached: tuple[int, types_pb2.EndpointTable] | None = None
 
     def table(self) -> types_pb2.EndpointTable:
+        """The table at the mirror's current version (built once, shared by all streams)."""
         m = self.mirror
+        if self._cached is not None and self._cached[0] == m.version:
+            return self._cached[1]
         routes = endpoint_table(
             m["deployments"], m["replicas"], m["nodes"], alive_nodes(m["heartbeats"]), m["rollouts"]
         )
         out = types_pb2.EndpointTable(version=m.version)
         json_format.ParseDict({"routes": routes}, out, ignore_unknown_fields=True)
+        self._cached = (m.version, out)
         return out
 
     def admin_urls(self) -> dict[str, str]:

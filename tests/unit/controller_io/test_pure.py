@@ -304,3 +304,20 @@ def test_rollout_records_read_as_rollout_state() -> None:
     ) == ("Paused", 20, 3, 2)
     assert ro.wants_canary_replicas()
     assert rollout_state({"deployment": "web", "phase": "Bogus"}) is None
+
+
+def test_revision_numbers_reuse_known_templates_and_never_collide() -> None:
+    from controller.model import template_hash
+
+    v1, v2 = validate(doc()), validate(doc(image="busybox:2"))
+    _, rec, _ = applied_record(v1, None, now=0.0)
+    # Revisions 1 (v1), 2 (v2) and 3 (an aborted canary) are stored; the deployment is back on 1.
+    known = {
+        1: template_hash(v1["spec"]["template"]),
+        2: template_hash(v2["spec"]["template"]),
+        3: "c0ffee",
+    }
+    _, back, changed = applied_record(v2, rec, now=1.0, revisions=known)
+    assert changed and back["status"]["revision"] == 2, "a template seen before keeps its revision"
+    _, new, _ = applied_record(validate(doc(image="busybox:4")), back, now=2.0, revisions=known)
+    assert new["status"]["revision"] == 4, "a new template comes after every stored revision"
