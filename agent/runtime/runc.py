@@ -116,7 +116,10 @@ class Runc(ContainerFiles):
             f"{shlex.join(run)} </dev/null >>{q(data['stdout'])} 2>>{q(data['stderr'])}; "
             f"echo $? > {q(str(d / 'exit.tmp'))} && mv {q(str(d / 'exit.tmp'))} {q(str(d / zygote.EXIT_FILE))}"
         )
-        proc = await asyncio.create_subprocess_exec("setsid", "-f", "sh", "-c", script)
+        proc = await asyncio.create_subprocess_exec(
+            "setsid", "-f", "sh", "-c", script,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
         await proc.wait()
         deadline = time.monotonic() + 30
         while True:

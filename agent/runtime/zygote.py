@@ -267,6 +267,11 @@ def _init_main(
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
+        # Let go of the agent's stdio: a container must not hold its pipes open.
+        null = os.open("/dev/null", os.O_RDWR)
+        for std in (0, 1, 2):
+            os.dup2(null, std)
+        os.close(null)
         for p in procs:
             with open(p, "w") as f:
                 f.write("0")
@@ -286,12 +291,9 @@ def _init_main(
     app = os.fork()
     if app == 0:
         _app_main(plan, fds, prepared_seccomp, autostart)
-    os.close(fds.status_w)
-    if fds.fifo >= 0:
-        os.close(fds.fifo)
-    for fd in (fds.stdout, fds.stderr):
-        if fd >= 0:
-            os.close(fd)
+    # Keep only the state dir (for the exit code): nothing of the agent's.
+    os.closerange(3, fds.exit_dir)
+    linux.close_range_from(fds.exit_dir + 1)
     _reap_forever(app, fds.exit_dir)
 
 

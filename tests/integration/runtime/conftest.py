@@ -7,11 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rtkit import make_busybox_root
 
 from agent.runtime.core import Core
 from agent.runtime.runc import Runc
-from rtkit import make_busybox_root
-
 
 
 @pytest.fixture(scope="session")

@@ -17,11 +17,25 @@ BUSYBOX = Path("/bin/busybox")
 
 def make_busybox_root(root: Path) -> Path:
     """A busybox-static root file system (the lower layer of every test bundle)."""
-    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "dev", "sys", "etc", "tmp", "mnt", "www"):
+    for d in (
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "proc",
+        "dev",
+        "sys",
+        "etc",
+        "tmp",
+        "mnt",
+        "www",
+    ):
         (root / d).mkdir(parents=True, exist_ok=True)
     shutil.copy2(BUSYBOX, root / "bin" / "busybox")
     subprocess.run(["chroot", str(root), "/bin/busybox", "--install", "-s"], check=True)
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n")
+    (root / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n"
+    )
     (root / "www" / "index.html").write_text("hello from the container\n")
     return root
 
@@ -49,14 +63,19 @@ async def run_capture(rt: Runtime, cid: str, bundle: Path, io: ContainerIO) -> t
     return code, io.stdout.read_text(), io.stderr.read_text()
 
 
-async def wait_for_text(path: Path, text: str, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
+def read_or_empty(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+async def wait_for_text(path: Path, text: str, within: float = 30.0) -> str:
+    deadline = time.monotonic() + within
+    got = ""
     while time.monotonic() < deadline:
-        got = path.read_text() if path.exists() else ""
+        got = read_or_empty(path)
         if text in got:
             return got
         await asyncio.sleep(0.02)
-    raise AssertionError(f"{text!r} did not appear in {path} within {timeout}s: {got!r}")
+    raise AssertionError(f"{text!r} did not appear in {path} within {within}s: {got!r}")
 
 
 def parse_kv(out: str) -> dict[str, str]:

@@ -77,14 +77,26 @@ async def test_same_bundle_same_observations(
         assert kv["kcore"] == "0"
         assert kv["user"] == "0:0" and kv["cwd"] == "/tmp" and kv["env"] == "hello"
         assert kv["nofile"] == "1024"
-    comparable = ("hostname", "CapEff", "CapBnd", "CapPrm", "CapInh", "CapAmb", "NoNewPrivs", "Seccomp", "ifaces")
+    comparable = (
+        "hostname",
+        "CapEff",
+        "CapBnd",
+        "CapPrm",
+        "CapInh",
+        "CapAmb",
+        "NoNewPrivs",
+        "Seccomp",
+        "ifaces",
+    )
     assert {k: c[k] for k in comparable} == {k: r[k] for k in comparable}
     # fresh PID namespace: under the core an init is PID 1 and the app its child
     assert (c["pid"], c["ppid"]) == ("2", "1")
     assert r["pid"] == "1"
 
 
-async def test_core_runs_as_the_spec_user(core: Core, busybox_root: Path, tmp_path: Path, host_prefix: str) -> None:
+async def test_core_runs_as_the_spec_user(
+    core: Core, busybox_root: Path, tmp_path: Path, host_prefix: str
+) -> None:
     opts = SpecOptions(
         args=("/bin/sh", "-c", "id -u; id -g; grep CapEff /proc/self/status"),
         uid=65534,
@@ -165,17 +177,23 @@ async def test_fork_bomb_stops_at_pids_limit(
 ) -> None:
     rt = core if which == "core" else runc
     limit = 12
-    opts = SpecOptions(args=("/bin/sh", "-c", FORK_BOMB), pids_limit=limit, cgroups_path=f"/{host_prefix}/bomb")
+    opts = SpecOptions(
+        args=("/bin/sh", "-c", FORK_BOMB), pids_limit=limit, cgroups_path=f"/{host_prefix}/bomb"
+    )
     bundle = make_bundle(tmp_path, f"bomb-{which}", busybox_root, opts)
     # run_capture deletes with force even on failure, which kills every sleeper
-    code, out, err = await run_capture(rt, f"bomb-{which}", bundle, io_for(tmp_path, f"bomb-{which}"))
+    code, out, err = await run_capture(
+        rt, f"bomb-{which}", bundle, io_for(tmp_path, f"bomb-{which}")
+    )
     assert "nprocs" in out, (code, out, err[-500:])
     nprocs = int(parse_kv(out)["nprocs"])
     assert nprocs <= limit, out
     assert "can't fork" in err or "Resource temporarily unavailable" in err, err
 
 
-async def test_core_init_reaps_zombies(core: Core, busybox_root: Path, tmp_path: Path, host_prefix: str) -> None:
+async def test_core_init_reaps_zombies(
+    core: Core, busybox_root: Path, tmp_path: Path, host_prefix: str
+) -> None:
     script = r"""
     sh -c 'sleep 0.2 & exit 0'
     for i in $(seq 100); do
