@@ -100,8 +100,13 @@ def _extra_hop(value: bytes, into: set[bytes] | None) -> set[bytes] | None:
     return into
 
 
-def _without(kept: list[bytes], names: set[bytes]) -> list[bytes]:
-    return [line for line in kept if line.split(b":", 1)[0].lower() not in names]
+def _without(parts: list[bytes], names: set[bytes]) -> list[bytes]:
+    """`parts` = [name, b": ", value, b"\\r\\n", ...]: drop the headers named in `names`."""
+    out: list[bytes] = []
+    for i in range(0, len(parts), 4):
+        if parts[i].lower() not in names:
+            out.extend(parts[i : i + 4])
+    return out
 
 
 def rewrite_request(
@@ -122,15 +127,16 @@ def rewrite_request(
     extra: set[bytes] | None = None
     kept: list[bytes] = [method, b" ", target, b" HTTP/1.1\r\n"]
     cached = _request_cache.get
+    extend = kept.extend
     for name, value in headers:
         kind = cached(name) or _classify(name, _REQUEST_KINDS, _request_cache)
         if kind == K_KEEP:
-            kept.append(name + b": " + value + b"\r\n")
+            extend((name, b": ", value, b"\r\n"))
         elif kind == K_HOST:
             if host:
                 raise BadRequest("more than one Host header")
             host = value
-            kept.append(name + b": " + value + b"\r\n")
+            extend((name, b": ", value, b"\r\n"))
         elif kind == K_CONNECTION:
             extra = _extra_hop(value, extra)
         elif kind == K_CL:
@@ -145,10 +151,10 @@ def rewrite_request(
             chunked = chunked or b"chunked" in value.lower()
         elif kind == K_COOKIE:
             cookie = value.decode("latin-1")
-            kept.append(name + b": " + value + b"\r\n")
+            extend((name, b": ", value, b"\r\n"))
         elif kind == K_CANARY:
             override = value.decode("latin-1")
-            kept.append(name + b": " + value + b"\r\n")
+            extend((name, b": ", value, b"\r\n"))
         elif kind == K_EXPECT:
             expect = value.strip().lower() == b"100-continue"
         elif kind == K_UPGRADE:
@@ -211,10 +217,11 @@ def rewrite_response(
     upgrade_value = None
     kept: list[bytes] = [b"HTTP/1.1 %d %s\r\n" % (status, reason or b"OK")]
     cached = _response_cache.get
+    extend = kept.extend
     for name, value in headers:
         kind = cached(name) or _classify(name, _RESPONSE_KINDS, _response_cache)
         if kind == K_KEEP:
-            kept.append(name + b": " + value + b"\r\n")
+            extend((name, b": ", value, b"\r\n"))
         elif kind == K_CL:
             cl_line = b"Content-Length: " + value + b"\r\n"
         elif kind == K_TE:

@@ -61,6 +61,7 @@ class Proxy:
         self.cap = settings.max_inflight_per_endpoint
         self.draining = False
         self.hosts: dict[str, str] = {}  # Host header -> normalized host
+        self.now = _now()  # coarse clock for deadlines, advanced by sweep()
 
     def set_table(self, table: Table) -> None:
         self.table = table
@@ -72,7 +73,7 @@ class Proxy:
 
     def sweep(self) -> None:
         """Periodic: timeouts, re-admissions, idle pool connections."""
-        now = _now()
+        now = self.now = _now()
         for key in self.outliers.readmit(now):
             log.info("re-admitted endpoint %s", key)
         self.pool.expire(now - self.settings.upstream_idle_timeout)
@@ -222,7 +223,8 @@ class ClientConn(asyncio.Protocol):
         self.head_size = 0
         self.raw_head = 0
         if self.deadline_kind != "head":
-            self._set_deadline(self.proxy.settings.header_timeout, "head")
+            self.deadline = self.proxy.now + self.proxy.settings.header_timeout
+            self.deadline_kind = "head"
 
     def on_url(self, url: bytes) -> None:
         assert self.cur is not None
@@ -564,7 +566,7 @@ class ClientConn(asyncio.Protocol):
         self._observe(req)
         conn.flush()
         if reusable and req.body_done and not conn.closed:
-            proxy.pool.put(conn, _now())
+            proxy.pool.put(conn, proxy.now)
         else:
             proxy.pool.busy.discard(conn)
             conn.close()
@@ -600,7 +602,8 @@ class ClientConn(asyncio.Protocol):
         elif self.proxy.draining:
             self._close()
         else:
-            self._set_deadline(self.proxy.settings.keepalive_timeout, "idle")
+            self.deadline = self.proxy.now + self.proxy.settings.keepalive_timeout
+            self.deadline_kind = "idle"
 
     def _abandon(self, req: Request, status: int) -> None:
         """The client went away (or we cut it): release and count the request."""

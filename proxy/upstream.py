@@ -11,6 +11,7 @@ nothing of routing, metrics or clients.
 from __future__ import annotations
 
 import asyncio
+from http import HTTPStatus
 from typing import Protocol, cast
 
 import httptools
@@ -26,6 +27,11 @@ class Exchange(Protocol):
     def up_lost(self, conn: UpstreamConn, why: str) -> None: ...
     def up_pause_writing(self) -> None: ...
     def up_resume_writing(self) -> None: ...
+
+
+# Reason phrases by status (the upstream's own phrase is not kept: it costs a
+# parser callback per response and HTTP/2 dropped them anyway).
+REASONS = {int(s): s.phrase.encode() for s in HTTPStatus}
 
 
 class UpstreamConn(asyncio.Protocol):
@@ -120,15 +126,13 @@ class UpstreamConn(asyncio.Protocol):
             self.owner.up_resume_writing()
 
     # -- httptools callbacks ----------------------------------------------
-    def on_status(self, status: bytes) -> None:
-        self.reason = status
-
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         headers, self.headers = self.headers, []
         self.status = status = self.parser.get_status_code()
+        self.reason = REASONS.get(status, b"Unknown")
         if 100 <= status < 200 and status != 101:
             self.skip_body = True  # 100 Continue, 103 Early Hints: swallowed
             return
