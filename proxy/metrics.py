@@ -4,8 +4,8 @@ Owns what a worker counts on the hot path -- plain dicts and lists, no
 prometheus-client call per request -- and the two views the supervisor's
 admin server builds from the merged snapshots of all workers:
 
-* `/metrics`: Prometheus text exposition (rendered here, by a collector
-  function rather than prometheus-client objects).
+* `/metrics`: Prometheus text exposition through a prometheus-client custom
+  collector over the merged counters (no client-library call per request).
 * `/admin/stats`: JSON for the rollout engine. Format (all counters are
   cumulative since the proxy started, so two snapshots diff into a window)::
 
@@ -28,8 +28,17 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 BUCKETS_MS: tuple[float, ...] = (
     0.5, 1, 2, 3, 5, 7.5, 10, 15, 25, 50, 75, 100, 250, 500, 1000, 2500, 5000, 10000,
@@ -143,66 +152,64 @@ def stats_json(m: Metrics, *, workers: int, now: float | None = None) -> dict[st
     }
 
 
-def _esc(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class MergedCollector:
+    """A prometheus-client collector over merged worker counters (built per scrape)."""
+
+    def __init__(self, m: Metrics, extra: dict[str, float] | None = None) -> None:
+        self.m = m
+        self.extra = extra or {}
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        requests = CounterMetricFamily(
+            "gantry_proxy_requests",
+            "Requests answered, by deployment, track and status.",
+            labels=["deployment", "track", "code"],
+        )
+        for (d, t), s in sorted(m.tracks.items()):
+            for code, n in sorted(s.status.items()):
+                requests.add_metric([d, t, str(code)], n)
+        for code, n in sorted(m.unrouted.items()):
+            requests.add_metric(["", "", str(code)], n)
+        yield requests
+        latency = HistogramMetricFamily(
+            "gantry_proxy_request_duration_seconds",
+            "Time from a complete request head to the end of the response.",
+            labels=["deployment", "track"],
+        )
+        for (d, t), s in sorted(m.tracks.items()):
+            cum = _cumulative(s.buckets)
+            buckets = [(_bound(b), n) for b, n in zip(BUCKETS_MS, cum, strict=False)]
+            buckets.append(("+Inf", cum[-1]))
+            latency.add_metric([d, t], buckets, s.latency_sum / 1000)
+        yield latency
+        errors = CounterMetricFamily(
+            "gantry_proxy_upstream_errors",
+            "Failed upstream exchanges, by reason (connect, timeout, reset, closed).",
+            labels=["deployment", "reason"],
+        )
+        for (d, r), n in sorted(m.upstream_errors.items()):
+            errors.add_metric([d, r], n)
+        yield errors
+        for name, doc, table in (
+            ("gantry_proxy_ejections", "Endpoints ejected by outlier detection.", m.ejections),
+            ("gantry_proxy_retries", "Requests retried on another endpoint.", m.retries),
+        ):
+            family = CounterMetricFamily(name, doc, labels=["deployment"])
+            for d, n in sorted(table.items()):
+                family.add_metric([d], n)
+            yield family
+        for name, value in sorted(self.extra.items()):
+            yield GaugeMetricFamily(name, name.replace("_", " "), value=value)
 
 
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
+def _bound(ms: float) -> str:
+    seconds = ms / 1000
+    return str(int(seconds)) if seconds.is_integer() else repr(seconds)
 
 
 def prometheus_text(m: Metrics, *, extra: dict[str, float] | None = None) -> str:
     """Prometheus text exposition of merged metrics (plus gauges in `extra`)."""
-    lines = [
-        "# HELP gantry_proxy_requests_total Requests answered, by deployment, track and status.",
-        "# TYPE gantry_proxy_requests_total counter",
-    ]
-    for (d, t), s in sorted(m.tracks.items()):
-        for code, n in sorted(s.status.items()):
-            lines.append(
-                f'gantry_proxy_requests_total{{deployment="{_esc(d)}",track="{t}",code="{code}"}} {n}'
-            )
-    for code, n in sorted(m.unrouted.items()):
-        lines.append(f'gantry_proxy_requests_total{{deployment="",track="",code="{code}"}} {n}')
-    lines += [
-        "# HELP gantry_proxy_request_duration_seconds Time from request head to response end.",
-        "# TYPE gantry_proxy_request_duration_seconds histogram",
-    ]
-    for (d, t), s in sorted(m.tracks.items()):
-        labels = f'deployment="{_esc(d)}",track="{t}"'
-        cum = _cumulative(s.buckets)
-        for bound, n in zip(BUCKETS_MS, cum, strict=False):
-            lines.append(
-                f'gantry_proxy_request_duration_seconds_bucket{{{labels},le="{_fmt(bound / 1000)}"}} {n}'
-            )
-        lines.append(
-            f'gantry_proxy_request_duration_seconds_bucket{{{labels},le="+Inf"}} {cum[-1]}'
-        )
-        lines.append(
-            f"gantry_proxy_request_duration_seconds_sum{{{labels}}} {s.latency_sum / 1000}"
-        )
-        lines.append(f"gantry_proxy_request_duration_seconds_count{{{labels}}} {cum[-1]}")
-    lines += [
-        "# HELP gantry_proxy_upstream_errors_total Failed upstream exchanges, by reason.",
-        "# TYPE gantry_proxy_upstream_errors_total counter",
-    ]
-    for (d, r), n in sorted(m.upstream_errors.items()):
-        lines.append(
-            f'gantry_proxy_upstream_errors_total{{deployment="{_esc(d)}",reason="{r}"}} {n}'
-        )
-    lines += [
-        "# HELP gantry_proxy_ejections_total Endpoints ejected by outlier detection.",
-        "# TYPE gantry_proxy_ejections_total counter",
-    ]
-    for d, n in sorted(m.ejections.items()):
-        lines.append(f'gantry_proxy_ejections_total{{deployment="{_esc(d)}"}} {n}')
-    lines += [
-        "# HELP gantry_proxy_retries_total Requests retried on another endpoint.",
-        "# TYPE gantry_proxy_retries_total counter",
-    ]
-    for d, n in sorted(m.retries.items()):
-        lines.append(f'gantry_proxy_retries_total{{deployment="{_esc(d)}"}} {n}')
-    for name, value in sorted((extra or {}).items()):
-        lines.append(f"# TYPE {name} gauge")
-        lines.append(f"{name} {_fmt(value)}")
-    return "\n".join(lines) + "\n"
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MergedCollector(m, extra))  # type: ignore[arg-type]
+    return generate_latest(registry).decode()

@@ -30,7 +30,7 @@ def test_failing_endpoint_is_ejected_then_readmitted(
     assert statuses.count(500) == 3 and statuses.count(200) == 3
     stats = p.admin_json("/admin/stats")
     assert key in stats["ejected"] and stats["ejections"]["web"] == 1
-    assert 'gantry_proxy_ejections_total{deployment="web"} 1' in p.admin_text("/metrics")
+    assert 'gantry_proxy_ejections_total{deployment="web"} 1.0' in p.admin_text("/metrics")
     before = bad.hits
     statuses = [http(p, "/")[0] for _ in range(10)]
     if key in p.admin_json("/admin/stats")["ejected"]:  # still ejected: it got nothing

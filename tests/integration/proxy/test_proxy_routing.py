@@ -197,11 +197,19 @@ def test_admin_table_stats_metrics_healthz(servers: Servers, launch: Callable[..
     assert web["stable"]["requests"] == 10 and web["stable"]["errors_5xx"] == 0
     assert web["stable"]["latency_ms_buckets"][-1] == 10
     assert len(web["stable"]["latency_ms_buckets"]) == len(stats["buckets_ms"]) + 1
-    text = p.admin_text("/metrics")
-    assert 'gantry_proxy_requests_total{deployment="web",track="canary",code="500"} 10' in text
-    assert 'gantry_proxy_requests_total{deployment="web",track="stable",code="200"} 10' in text
-    assert 'gantry_proxy_request_duration_seconds_count{deployment="web",track="stable"} 10' in text
-    assert "gantry_proxy_ejections_total" in text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    got = {
+        (x.name, tuple(sorted(x.labels.items()))): x.value
+        for f in text_string_to_metric_families(p.admin_text("/metrics"))
+        for x in f.samples
+    }
+    web = (("deployment", "web"),)
+    assert got[("gantry_proxy_requests_total", (("code", "500"), *web, ("track", "canary")))] == 10
+    assert got[("gantry_proxy_requests_total", (("code", "200"), *web, ("track", "stable")))] == 10
+    assert got[("gantry_proxy_request_duration_seconds_count", (*web, ("track", "stable")))] == 10
+    assert got[("gantry_proxy_workers", ())] == 1
+    assert got[("gantry_proxy_table_version", ())] == 4
     assert p.admin_text("/healthz") == "ok\n"
 
 

@@ -32,26 +32,67 @@ def test_merge_sums_workers_and_stats_are_cumulative() -> None:
     assert doc["workers"] == 2 and doc["buckets_ms"] == list(BUCKETS_MS)
 
 
-def test_prometheus_text() -> None:
-    text = prometheus_text(merge([worker(2, 1, 3.0).snapshot()]), extra={"gantry_proxy_workers": 1})
-    assert 'gantry_proxy_requests_total{deployment="web",track="stable",code="200"} 2' in text
-    assert 'gantry_proxy_requests_total{deployment="web",track="canary",code="503"} 1' in text
-    assert (
-        'gantry_proxy_request_duration_seconds_bucket{deployment="web",track="stable",le="+Inf"} 2'
-        in text
-    )
-    assert (
-        'gantry_proxy_request_duration_seconds_bucket{deployment="web",track="stable",le="0.003"} 2'
-        in text
-    )
-    assert 'gantry_proxy_upstream_errors_total{deployment="web",reason="connect"} 1' in text
-    assert 'gantry_proxy_ejections_total{deployment="web"} 1' in text
-    assert "gantry_proxy_workers 1" in text
-
-
-def test_prometheus_text_parses() -> None:
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = prometheus_text(merge([worker(2, 1, 3.0).snapshot()]))
-    names = {f.name for f in text_string_to_metric_families(text)}
-    assert {"gantry_proxy_requests", "gantry_proxy_request_duration_seconds"} <= names
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_prometheus_text() -> None:
+    got = samples(
+        prometheus_text(merge([worker(2, 1, 3.0).snapshot()]), extra={"gantry_proxy_workers": 1})
+    )
+    web_stable = {("deployment", "web"), ("track", "stable")}
+    assert got[("gantry_proxy_requests_total", frozenset({*web_stable, ("code", "200")}))] == 2
+    assert (
+        got[
+            (
+                "gantry_proxy_requests_total",
+                frozenset({("deployment", "web"), ("track", "canary"), ("code", "503")}),
+            )
+        ]
+        == 1
+    )
+    assert (
+        got[
+            (
+                "gantry_proxy_request_duration_seconds_bucket",
+                frozenset({*web_stable, ("le", "+Inf")}),
+            )
+        ]
+        == 2
+    )
+    assert (
+        got[
+            (
+                "gantry_proxy_request_duration_seconds_bucket",
+                frozenset({*web_stable, ("le", "0.003")}),
+            )
+        ]
+        == 2
+    )
+    assert (
+        got[
+            (
+                "gantry_proxy_request_duration_seconds_bucket",
+                frozenset({*web_stable, ("le", "0.002")}),
+            )
+        ]
+        == 0
+    )
+    assert got[("gantry_proxy_request_duration_seconds_count", frozenset(web_stable))] == 2
+    assert (
+        got[
+            (
+                "gantry_proxy_upstream_errors_total",
+                frozenset({("deployment", "web"), ("reason", "connect")}),
+            )
+        ]
+        == 1
+    )
+    assert got[("gantry_proxy_ejections_total", frozenset({("deployment", "web")}))] == 1
+    assert got[("gantry_proxy_workers", frozenset())] == 1
