@@ -81,7 +81,9 @@ def time_runc(base: Path, lower: Path, prefix: str, i: int) -> float:
     rootfs = str(bundle / "rootfs")
     upper, work = base / f"{name}-upper", base / f"{name}-work"
     t0 = time.perf_counter()
-    linux.mount("overlay", rootfs, "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
+    linux.mount(
+        "overlay", rootfs, "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}"
+    )
     rc = subprocess.run(
         ["runc", "--root", root, "run", "--bundle", str(bundle), name],
         stdin=subprocess.DEVNULL,
@@ -138,7 +140,9 @@ def main() -> None:
         core.close()
         hostclean.sweep(prefix, state_dir=base)
         shutil.rmtree(base, ignore_errors=True)
-    print(f"{'runtime':<8} {'median ms':>10} {'p90 ms':>10}   (busybox true, {runs} interleaved runs)")
+    print(
+        f"{'runtime':<8} {'median ms':>10} {'p90 ms':>10}   (busybox true, {runs} interleaved runs)"
+    )
     print(f"{'core':<8} {res['core_median_ms']:>10.2f} {res['core_p90_ms']:>10.2f}")
     print(f"{'runc':<8} {res['runc_median_ms']:>10.2f} {res['runc_p90_ms']:>10.2f}")
     print(f"ratio (core/runc, median): {res['ratio_median']}")

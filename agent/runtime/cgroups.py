@@ -113,9 +113,23 @@ def dirs(layout: Layout, cgroups_path: str) -> list[str]:
             d = os.path.join(layout.v1[ctrl], rel)
             if d not in seen:
                 seen.append(d)
-    if layout.v2 is not None:
+    if layout.v2 is not None and (uses_v2(layout) or not seen):
         seen.append(os.path.join(layout.v2, rel))
     return seen
+
+
+def uses_v2(layout: Layout) -> bool:
+    """Does any resource controller live in cgroup2? (Not on a hybrid host.)"""
+    return any(layout.controller_home(c) == "v2" for c in ("memory", "pids", "cpu"))
+
+
+def rename(layout: Layout, old_path: str, new_path: str) -> None:
+    """Rename a cgroup in every hierarchy (v1 only: cgroup2 refuses rename)."""
+    old, new = norm_path(old_path), norm_path(new_path)
+    if os.path.dirname(old) != os.path.dirname(new):
+        raise CgroupError(f"cgroup rename {old_path} -> {new_path}: parents differ")
+    for d in dirs(layout, old_path):
+        os.rename(d, d[: -len(old)] + new)
 
 
 def limit_files(layout: Layout, cgroups_path: str, res: Resources) -> list[tuple[str, str]]:

@@ -89,12 +89,12 @@ class ZygoteClient:
         self.lock = asyncio.Lock()
 
     @classmethod
-    def fork(cls) -> ZygoteClient:
+    def fork(cls, *, prefix: str, pool_size: int) -> ZygoteClient:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             parent.close()
-            zygote.zygote_main(child)
+            zygote.zygote_main(child, prefix=prefix, pool_size=pool_size)
         child.close()
         return cls(pid, parent)
 
@@ -249,9 +249,14 @@ class Core(ContainerFiles):
         self.client = client
 
     @classmethod
-    def prefork(cls, *, state_dir: Path, prefix: str = "gantry") -> Core:
-        """Fork the zygote now (no threads may exist yet) and return the Core."""
-        return cls(ZygoteClient.fork(), state_dir=state_dir, prefix=prefix)
+    def prefork(cls, *, state_dir: Path, prefix: str = "gantry", pool_size: int = 1) -> Core:
+        """Fork the zygote now (no threads may exist yet) and return the Core.
+
+        `pool_size` sandboxes (namespaces made, cgroups joined) are kept ready
+        for containers whose cgroupsPath is `/<prefix>/<name>`; 0 disables it.
+        """
+        client = ZygoteClient.fork(prefix=prefix, pool_size=pool_size)
+        return cls(client, state_dir=state_dir, prefix=prefix)
 
     def close(self) -> None:
         """Stop the zygote. Containers keep running; a new Core adopts them."""

@@ -35,7 +35,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from agent.runtime import cgroups, linux
+from agent.runtime import cgroups, linux, seccomp
 from agent.runtime.plan import (
     MS_BIND,
     MS_NODEV,
@@ -46,7 +46,9 @@ from agent.runtime.plan import (
     MS_REC,
     MS_REMOUNT,
     Plan,
+    Resources,
 )
+from agent.runtime.spec import seccomp_section
 
 EXIT_FILE = "exit"
 FIFO_FILE = "exec.fifo"
@@ -259,35 +261,42 @@ def _write_exit(dir_fd: int, code: int) -> None:
     os.rename("exit.tmp", EXIT_FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
-def _init_main(
-    plan: Plan, fds: ChildFds, procs: list[str], prepared_seccomp: Any, autostart: bool
-) -> None:
-    """Runs as PID 1 of the new PID namespace."""
-    try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.setsid()
-        # Let go of the agent's stdio: a container must not hold its pipes open.
-        null = os.open("/dev/null", os.O_RDWR)
-        for std in (0, 1, 2):
-            os.dup2(null, std)
-        os.close(null)
-        for p in procs:
+def _detach_and_join(procs: list[str] | list[int]) -> None:
+    """First steps of every container process: own session, no agent stdio, cgroups."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()
+    # Let go of the agent's stdio: a container must not hold its pipes open.
+    null = os.open("/dev/null", os.O_RDWR)
+    for std in (0, 1, 2):
+        os.dup2(null, std)
+    os.close(null)
+    for p in procs:
+        if isinstance(p, int):  # a cgroup.procs opened before a rename could move it
+            os.write(p, b"0")
+            os.close(p)
+        else:
             with open(p, "w") as f:
                 f.write("0")
-        if fds.netns >= 0:
-            linux.setns(fds.netns, linux.CLONE_NEWNET)
-            os.close(fds.netns)
-        elif plan.new_netns:
-            linux.link_up("lo")
-        os.umask(0o022)
-        _setup_root(plan)
-        if plan.hostname:
-            linux.sethostname(plan.hostname)
-    except BaseException as e:  # noqa: BLE001
-        with contextlib.suppress(OSError):
-            os.write(fds.status_w, f"E{e}".encode())
-        os._exit(126)
+
+
+def _finish_setup(plan: Plan, fds: ChildFds) -> None:
+    if fds.netns >= 0:
+        linux.setns(fds.netns, linux.CLONE_NEWNET)
+        os.close(fds.netns)
+    os.umask(0o022)
+    _setup_root(plan)
+    if plan.hostname:
+        linux.sethostname(plan.hostname)
+
+
+def _fail(fds: ChildFds, e: BaseException) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fds.status_w, f"E{e}".encode())
+    os._exit(126)
+
+
+def _run_app(plan: Plan, fds: ChildFds, prepared_seccomp: Any, autostart: bool) -> None:
     app = os.fork()
     if app == 0:
         _app_main(plan, fds, prepared_seccomp, autostart)
@@ -295,6 +304,58 @@ def _init_main(
     os.closerange(3, fds.exit_dir)
     linux.close_range_from(fds.exit_dir + 1)
     _reap_forever(app, fds.exit_dir)
+
+
+def _init_main(
+    plan: Plan, fds: ChildFds, procs: list[str], prepared_seccomp: Any, autostart: bool
+) -> None:
+    """Runs as PID 1 of the new PID namespace (cold path: cloned for this request)."""
+    try:
+        _detach_and_join(procs)
+        if fds.netns < 0 and plan.new_netns:
+            linux.link_up("lo")
+        _finish_setup(plan, fds)
+    except BaseException as e:  # noqa: BLE001
+        _fail(fds, e)
+    _run_app(plan, fds, prepared_seccomp, autostart)
+
+
+_FD_NAMES = ("status_w", "exit_dir", "stdout", "stderr", "netns", "fifo")
+_SECCOMP_CACHE: dict[str, Any] = {}
+
+
+def prepared_seccomp(hexprog: str) -> Any:
+    if not hexprog:
+        return None
+    if hexprog not in _SECCOMP_CACHE:
+        _SECCOMP_CACHE[hexprog] = linux.prepare_seccomp(bytes.fromhex(hexprog))
+    return _SECCOMP_CACHE[hexprog]
+
+
+def _sandbox_main(chan: socket.socket, procs: list[int]) -> None:
+    """A prepared sandbox: namespaces made, cgroups joined, `lo` up; waits for its plan."""
+    try:
+        _detach_and_join(procs)
+        os.closerange(3, chan.fileno())
+        linux.close_range_from(chan.fileno() + 1)
+        linux.link_up("lo")
+        msg, got, _, _ = socket.recv_fds(chan, MAX_MSG, len(_FD_NAMES))
+    except BaseException:  # noqa: BLE001 - the zygote sees the sandbox gone
+        os._exit(126)
+    if not msg:
+        os._exit(0)  # the zygote went away: nothing to become
+    req = json.loads(msg)
+    for fd in got:
+        os.set_inheritable(fd, False)
+    idx = req["fds"]
+    fds = ChildFds(**{n: (got[idx[n]] if idx[n] >= 0 else -1) for n in _FD_NAMES})
+    chan.close()
+    plan = Plan.from_json(req["plan"])
+    try:
+        _finish_setup(plan, fds)
+    except BaseException as e:  # noqa: BLE001
+        _fail(fds, e)
+    _run_app(plan, fds, prepared_seccomp(plan.seccomp_hex), bool(req.get("autostart")))
 
 
 def _reap_forever(app: int, exit_dir: int) -> None:
@@ -322,19 +383,32 @@ def _reap_forever(app: int, exit_dir: int) -> None:
 # --------------------------------------------------------------- zygote side
 
 
+@dataclass
+class Sandbox:
+    pid: int
+    chan: socket.socket
+    cgroup: str  # "/<prefix>/pool-..." until it is renamed for a container
+
+
 class Zygote:
     """The serving loop; lives in the forked helper process."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, prefix: str = "gantry", pool_size: int = 0) -> None:
         self.sock = sock
+        self.prefix = prefix
         self.layout = cgroups.detect()
-        self.seccomp_cache: dict[str, Any] = {}
         self.children: dict[int, str] = {}  # init pid -> state dir
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # A pool needs renamable cgroups (v1): on pure v2 hosts every request is cold.
+        self.pool_size = pool_size if not cgroups.uses_v2(self.layout) else 0
+        self.pool: list[Sandbox] = []
+        self.seq = 0
+        prepared_seccomp(seccomp.assemble(seccomp_section()).hex())  # warm the common filter
 
     def serve(self) -> None:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w)
+        self.fill_pool()
         while True:
             ready, _, _ = select.select([self.sock.fileno(), self.wake_r], [], [])
             if self.wake_r in ready:
@@ -350,6 +424,67 @@ class Zygote:
                     return
                 reply = self.handle(json.loads(raw))
                 self.sock.sendall(json.dumps(reply).encode())
+                self.fill_pool()  # after the reply: off the request's critical path
+
+    # -- the pool of prepared sandboxes
+
+    def fill_pool(self) -> None:
+        while len(self.pool) < self.pool_size:
+            name = f"/{self.prefix}/pool-{os.getpid()}-{self.seq}"
+            self.seq += 1
+            try:
+                procs = cgroups.create(self.layout, name, Resources())
+                procfds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in procs]
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                flags = (
+                    linux.CLONE_NEWPID | linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+                )
+                pid = linux.clone(flags | linux.CLONE_NEWNET)
+            except OSError as e:
+                sys.stderr.write(f"gantry zygote: cannot prepare a sandbox: {e}\n")
+                cgroups.remove(self.layout, name, timeout=0)
+                self.pool_size = len(self.pool)
+                return
+            if pid == 0:
+                try:
+                    _sandbox_main(theirs, procfds)
+                finally:
+                    os._exit(125)
+            theirs.close()
+            for fd in procfds:
+                os.close(fd)
+            self.pool.append(Sandbox(pid, ours, name))
+
+    def drain_pool(self) -> None:
+        for sb in self.pool:
+            sb.chan.close()  # the sandbox reads EOF and exits
+        for sb in self.pool:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(sb.pid, 0)
+            cgroups.remove(self.layout, sb.cgroup, timeout=2)
+        self.pool = []
+
+    def _take_sandbox(self, plan: Plan) -> Sandbox | None:
+        if not self.pool or not plan.cgroups_path:
+            return None
+        target = "/" + cgroups.norm_path(plan.cgroups_path)
+        if os.path.dirname(target) != f"/{self.prefix}" or any(
+            os.path.exists(d) for d in cgroups.dirs(self.layout, target)
+        ):
+            return None
+        sb = self.pool.pop(0)
+        if linux.proc_state(sb.pid) in ("", "Z", "X"):
+            sb.chan.close()
+            cgroups.remove(self.layout, sb.cgroup, timeout=0)
+            return None
+        try:
+            cgroups.rename(self.layout, sb.cgroup, target)
+        except OSError:
+            sb.chan.close()
+            cgroups.remove(self.layout, sb.cgroup, timeout=0)
+            return None
+        sb.cgroup = target
+        return sb
 
     def reap(self) -> None:
         while True:
@@ -381,17 +516,11 @@ class Zygote:
                 return {"ok": False, "error": str(e)}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
-    def _seccomp(self, hexprog: str) -> Any:
-        if not hexprog:
-            return None
-        if hexprog not in self.seccomp_cache:
-            self.seccomp_cache[hexprog] = linux.prepare_seccomp(bytes.fromhex(hexprog))
-        return self.seccomp_cache[hexprog]
-
     def create(self, req: dict[str, Any]) -> dict[str, Any]:
         plan = Plan.from_json(req["plan"])
         state_dir = str(req["state_dir"])
         autostart = bool(req.get("autostart"))
+        sandbox = self._take_sandbox(plan)
         procs = (
             cgroups.create(self.layout, plan.cgroups_path, plan.resources)
             if plan.cgroups_path
@@ -423,20 +552,9 @@ class Zygote:
                     os.unlink(fifo)
                 os.mkfifo(fifo, 0o600)
                 fds.fifo = track(os.open(fifo, os.O_RDWR | os.O_CLOEXEC))
-            prepared = self._seccomp(plan.seccomp_hex)
-            flags = linux.CLONE_NEWPID | linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
-            if plan.new_netns:
-                flags |= linux.CLONE_NEWNET
-            pid = linux.clone(flags)
-            if pid == 0:
-                try:
-                    os.close(status_r)
-                    self.sock.close()
-                    os.close(self.wake_r)
-                    os.close(self.wake_w)
-                    _init_main(plan, fds, procs, prepared, autostart)
-                finally:
-                    os._exit(125)
+            pid = self._hand_over(sandbox, req["plan"], fds, autostart) if sandbox else 0
+            if not pid:
+                pid = self._clone(plan, fds, procs, status_r, autostart)
             self.children[pid] = state_dir
             start_time = linux.start_time(pid)
             os.close(status_w)
@@ -451,6 +569,47 @@ class Zygote:
                 os.kill(pid, signal.SIGKILL)
             return {"ok": False, "error": msg[1:].decode(errors="replace"), "pid": pid}
         return {"ok": True, "pid": pid, "start_time": start_time}
+
+    def _hand_over(
+        self, sb: Sandbox, plan_json: dict[str, Any], fds: ChildFds, autostart: bool
+    ) -> int:
+        """Give a prepared sandbox its plan and files; 0 if it is gone."""
+        send: list[int] = []
+        index: dict[str, int] = {}
+        for name in _FD_NAMES:
+            fd = getattr(fds, name)
+            index[name] = len(send) if fd >= 0 else -1
+            if fd >= 0:
+                send.append(fd)
+        msg = json.dumps({"plan": plan_json, "fds": index, "autostart": autostart}).encode()
+        try:
+            socket.send_fds(sb.chan, [msg], send)
+        except OSError:
+            return 0
+        finally:
+            sb.chan.close()
+        return sb.pid
+
+    def _clone(
+        self, plan: Plan, fds: ChildFds, procs: list[str], status_r: int, autostart: bool
+    ) -> int:
+        prepared = prepared_seccomp(plan.seccomp_hex)
+        flags = linux.CLONE_NEWPID | linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+        if plan.new_netns:
+            flags |= linux.CLONE_NEWNET
+        pid = linux.clone(flags)
+        if pid == 0:
+            try:
+                os.close(status_r)
+                self.sock.close()
+                os.close(self.wake_r)
+                os.close(self.wake_w)
+                for sb in self.pool:
+                    sb.chan.close()
+                _init_main(plan, fds, procs, prepared, autostart)
+            finally:
+                os._exit(125)
+        return pid
 
     @staticmethod
     def _read_status(fd: int, autostart: bool) -> bytes:
@@ -467,14 +626,18 @@ class Zygote:
                 return buf
 
 
-def zygote_main(sock: socket.socket) -> None:
+def zygote_main(sock: socket.socket, *, prefix: str, pool_size: int) -> None:
     """Entry point in the forked helper; never returns."""
     code = 0
     try:
         os.setsid()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        Zygote(sock).serve()
+        z = Zygote(sock, prefix=prefix, pool_size=pool_size)
+        try:
+            z.serve()
+        finally:
+            z.drain_pool()
     except BaseException as e:  # noqa: BLE001
         with contextlib.suppress(OSError):
             sys.stderr.write(f"gantry zygote: {e!r}\n")
