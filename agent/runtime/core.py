@@ -35,6 +35,7 @@ from agent.runtime.base import (
     ContainerIO,
     ContainerNotFound,
     ContainerState,
+    Runtime,
     RuntimeError_,
     Status,
 )
@@ -365,3 +366,12 @@ class Core(ContainerFiles):
     async def run(self, container_id: str, bundle: Path, io: ContainerIO) -> int:
         await self.create(container_id, bundle, io, autostart=True)
         return await self.wait(container_id)
+
+
+async def delete_all(rt: Runtime) -> list[str]:
+    """Force-delete every container a runtime's state dir knows (for `gantry down`)."""
+    gone = []
+    for st in await rt.list():
+        await rt.delete(st.id, force=True)
+        gone.append(st.id)
+    return gone

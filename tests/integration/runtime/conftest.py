@@ -32,3 +32,13 @@ def core(host_sweep: str, tmp_path: Path) -> Iterator[Core]:
 @pytest.fixture
 def runc(host_sweep: str, tmp_path: Path) -> Runc:
     return Runc(state_dir=tmp_path / "runc-state", prefix=host_sweep)
+
+
+@pytest.fixture
+def cold_core(host_sweep: str, tmp_path: Path) -> Iterator[Core]:
+    """The core with no prepared sandboxes: every container is cloned on request."""
+    c = Core.prefork(state_dir=tmp_path / "cold-state", prefix=host_sweep, pool_size=0)
+    try:
+        yield c
+    finally:
+        c.close()

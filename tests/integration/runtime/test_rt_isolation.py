@@ -55,17 +55,17 @@ def observe_opts(host_prefix: str, cid: str) -> SpecOptions:
 
 
 async def test_same_bundle_same_observations(
-    core: Core, runc: Runc, busybox_root: Path, tmp_path: Path, host_prefix: str
+    core: Core, cold_core: Core, runc: Runc, busybox_root: Path, tmp_path: Path, host_prefix: str
 ) -> None:
     seen = {}
-    for rt in (core, runc):
-        cid = f"obs-{rt.name}"
+    for key, rt in (("core", core), ("cold", cold_core), ("runc", runc)):
+        cid = f"obs-{key}"
         bundle = make_bundle(tmp_path, cid, busybox_root, observe_opts(host_prefix, "obs"))
         code, out, err = await run_capture(rt, cid, bundle, io_for(tmp_path, cid))
         assert code == 0, (rt.name, out, err)
-        seen[rt.name] = parse_kv(out)
+        seen[key] = parse_kv(out)
     c, r = seen["core"], seen["runc"]
-    for kv in (c, r):
+    for kv in seen.values():
         assert kv["hostname"] == "obs-host"
         assert kv["CapEff"] == kv["CapBnd"] == kv["CapPrm"] == DOCKER_CAPS
         assert kv["CapInh"] == kv["CapAmb"] == "0000000000000000"
@@ -89,8 +89,9 @@ async def test_same_bundle_same_observations(
         "ifaces",
     )
     assert {k: c[k] for k in comparable} == {k: r[k] for k in comparable}
+    assert {k: c[k] for k in comparable} == {k: seen["cold"][k] for k in comparable}
     # fresh PID namespace: under the core an init is PID 1 and the app its child
-    assert (c["pid"], c["ppid"]) == ("2", "1")
+    assert (c["pid"], c["ppid"]) == (seen["cold"]["pid"], seen["cold"]["ppid"]) == ("2", "1")
     assert r["pid"] == "1"
 
 
