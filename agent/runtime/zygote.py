@@ -184,6 +184,8 @@ def _setup_root(plan: Plan) -> None:
 def _find_exec(plan: Plan) -> str:
     arg0 = plan.args[0]
     if "/" in arg0:
+        if not (os.path.isfile(arg0) and os.access(arg0, os.X_OK)):
+            raise SetupError(f"exec: {arg0!r}: no such executable file")
         return arg0
     path = next(
         (e[5:] for e in plan.env if e.startswith("PATH=")),

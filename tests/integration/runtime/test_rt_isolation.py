@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from rtkit import io_for, make_bundle, parse_kv, run_capture, wait_for_text
 
-from agent.runtime.base import Status
+from agent.runtime.base import BundleError, Status
 from agent.runtime.core import Core
 from agent.runtime.runc import Runc
 from agent.runtime.spec import SpecOptions
@@ -235,3 +235,22 @@ async def test_sigterm_reaches_the_application(
     finally:
         await rt.delete(cid, force=True)
     assert [s.id for s in await rt.list()] == []
+
+
+async def test_bad_bundles_get_one_line_errors(
+    core: Core, busybox_root: Path, tmp_path: Path, host_prefix: str
+) -> None:
+    missing = tmp_path / "no-bundle"
+    with pytest.raises(BundleError, match="config.json: no such file"):
+        await core.create("nob", missing, io_for(tmp_path, "nob"))
+    for name, autostart in (("noexe", False), ("noexe2", True)):
+        opts = SpecOptions(
+            args=("/bin/definitely-not-here",), cgroups_path=f"/{host_prefix}/{name}"
+        )
+        bundle = make_bundle(tmp_path, name, busybox_root, opts)
+        with pytest.raises(BundleError, match="definitely-not-here") as e:
+            await core.create(name, bundle, io_for(tmp_path, name), autostart=autostart)
+        assert "\n" not in str(e.value)
+    assert await core.list() == []
+    with pytest.raises(BundleError, match="container id"):
+        await core.create("../evil", missing, io_for(tmp_path, "evil"))
