@@ -186,23 +186,20 @@ class ClientConn(asyncio.Protocol):
             cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else None
             limit = self.proxy.settings.max_header_bytes
             if isinstance(cause, _HeadTooLarge):
-                self._local(431, f"request head larger than {limit} bytes", close=True)
+                self._reject(431, f"request head larger than {limit} bytes")
             elif isinstance(cause, httpmsg.BadRequest):
-                self._local(400, str(cause), close=True)
+                self._reject(400, str(cause))
             elif cause is not None:
                 log.error("request handling failed: %r", cause)
-                self._local(400, "request could not be handled", close=True)
+                self._reject(400, "request could not be handled")
             else:
-                self._local(400, f"malformed request ({exc})", close=True)
+                self._reject(400, f"malformed request ({exc})")
         else:
             if self.in_head:
                 self.raw_head += len(data)
                 if self.raw_head > self.proxy.settings.max_header_bytes:
-                    self._local(
-                        431,
-                        f"request head larger than {self.proxy.settings.max_header_bytes} bytes",
-                        close=True,
-                    )
+                    limit = self.proxy.settings.max_header_bytes
+                    self._reject(431, f"request head larger than {limit} bytes")
 
     def pause_writing(self) -> None:
         req = self.queue[0] if self.queue else None
@@ -625,10 +622,9 @@ class ClientConn(asyncio.Protocol):
         proxy = self.proxy
         if req is not None and req.done:
             return
-        if req is None and self.queue:
-            req = self.queue[-1] if not self.queue[-1].done else None
         keep = (
             not close
+            and not self.upgraded
             and req is not None
             and req.keep_alive
             and req.body_done
@@ -654,6 +650,19 @@ class ClientConn(asyncio.Protocol):
             self._next(req)
         else:
             self._close()
+
+    def _reject(self, status: int, message: str) -> None:
+        """Input that cannot be parsed: answer it (after what is in flight), then close."""
+        active = [r for r in self.queue if not r.done]
+        broken = self.cur if self.cur is not None and self.cur in active else None
+        if not active:
+            self._local(status, message, close=True)
+        elif broken is not None and active == [broken] and not broken.status:
+            self._local(status, message, req=broken, close=True)  # e.g. a bad chunked body
+        else:  # answers already under way: finish them, then close without reading more
+            for r in active:
+                r.keep_alive = False
+            self._pause(P_QUEUE)
 
     # -- deadlines, pausing, closing ------------------------------------------
     def _set_deadline(self, seconds: float, kind: str) -> None:
@@ -683,7 +692,7 @@ class ClientConn(asyncio.Protocol):
             return
         if self.deadline_kind and now > self.deadline:
             if self.deadline_kind == "head" and (self.in_head or self.cur is not None):
-                self._local(408, "request head not received in time", close=True)
+                self._reject(408, "request head not received in time")
             else:
                 self._close()
 

@@ -260,3 +260,10 @@ def test_eof_delimited_upstream_body(servers: Servers, launch: Callable[..., Pro
     assert status == 200 and body == want and headers.get("transfer-encoding") == "chunked"
     out = raw_exchange(p, b"GET / HTTP/1.0\r\n\r\n")  # HTTP/1.0: delimited by close
     assert out.startswith(b"HTTP/1.1 200") and out.endswith(want)
+
+
+def test_garbage_after_a_pipelined_request_closes_after_its_answer(proxy: Proxy) -> None:
+    out = raw_exchange(proxy, b"GET /slow/0.3 HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\x00\x01\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b"web slow done\n"), out
+    assert out.count(b"HTTP/1.1") == 1
+    assert http(proxy, "/")[0] == 200
