@@ -21,7 +21,7 @@ from gantry.config import ConfigError, load_settings
 from proxy.select import Balance
 from proxy.settings import ProxySettings, parse_hostport
 from proxy.supervisor import SupervisorError, run
-from proxy.table import TableError, table_from_json
+from proxy.table import Table, TableError, table_from_json
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -35,6 +35,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--config", type=Path, help="TOML file with a [proxy] table")
     p.add_argument("--table", help="a static endpoint table (JSON) to start with")
     return p.parse_args(argv)
+
+
+def _load_table(path: str) -> Table:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"--table {path}: {exc.strerror or exc}") from None
+    try:
+        return table_from_json(data)
+    except TableError as exc:
+        raise ValueError(f"--table {path}: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         parse_hostport(settings.listen, "--listen")
         parse_hostport(settings.admin, "--admin")
         settings.balance_policy()
-        table = table_from_json(Path(args.table).read_bytes()) if args.table else None
-    except (ConfigError, ValueError, OSError) as exc:
+        table = _load_table(args.table) if args.table else None
+    except (ConfigError, ValueError) as exc:
         print(f"proxy: {exc}", file=sys.stderr)
         return 2
     try:

@@ -211,6 +211,7 @@ def test_1gib_upload_with_bounded_memory(servers: Servers, proxy: Proxy) -> None
         (["--listen", "nonsense"], "--listen: expected HOST:PORT, got 'nonsense'"),
         (["--balance", "random"], "invalid choice"),
         (["--workers", "x"], "invalid int value"),
+        (["--table", "/nonexistent/t.json"], "--table /nonexistent/t.json: No such file"),
     ],
 )
 def test_bad_command_line_is_one_clear_line(args: list[str], needle: str) -> None:
