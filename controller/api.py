@@ -222,7 +222,12 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
                 raise NotFound(f"deployment {request.name!r} not found")
             await self.store.txn(
                 [ModIs(item.key, item.mod_revision)],
-                [Delete(item.key), Delete(keys.rollout(request.name))],
+                [
+                    Delete(item.key),
+                    Delete(keys.rollout(request.name)),
+                    Delete(keys.revisions(request.name), prefix=True),
+                    Delete(keys.events("deployment", request.name), prefix=True),
+                ],
             )
             return cluster_pb2.DeleteResponse(deleted=True)
         if kind in ("node", "nodes"):

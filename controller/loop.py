@@ -463,7 +463,8 @@ class Loop:
             )
             await self._write(name, dep_item, mine, decision, now=now)
         self.metrics.replicas.set(len(self.mirror["replicas"]))
-        await self._explain(name, decision)
+        if dep_item is not None:  # a deleted deployment's events went with it
+            await self._explain(name, decision)
         if decision.requeue_at is not None:
             self.queue.add_after(name, max(0.05, decision.requeue_at - self.clock()))
 

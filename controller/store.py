@@ -59,7 +59,10 @@ class Put:
 
 @dataclass(frozen=True)
 class Delete:
+    """Delete a key, or (prefix=True) every key under it."""
+
     key: str
+    prefix: bool = False
 
 
 @dataclass(frozen=True)
@@ -211,7 +214,10 @@ class Store:
             success = [
                 t.put(o.key.encode(), encode(o.value), lease=o.lease or None)
                 if isinstance(o, Put)
-                else t.delete(o.key.encode())
+                else t.delete(
+                    o.key.encode(),
+                    aetcd.utils.prefix_range_end(o.key.encode()) if o.prefix else None,
+                )
                 for o in ops
             ]
             return c.transaction(

@@ -48,6 +48,8 @@ async def test_apply_scale_delete_converge(controllers, etcd: str) -> None:
         with pytest.raises(ControllerError) as err:
             await api.get("web")
         assert err.value.code == grpc.StatusCode.NOT_FOUND
+        assert await _empty(etcd, "/gantry/revisions/web/"), "history goes with the deployment"
+        assert await _empty(etcd, "/gantry/events/deployment/web/"), "and so do its events"
 
 
 async def _empty(etcd: str, prefix: str) -> bool:
