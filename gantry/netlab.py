@@ -127,8 +127,11 @@ class Lab:
         _ip("link", "set", f"{self.prefix}{host}b", "up", ns=self.lan)
 
     def popen(self, host: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """Start argv in the host's network namespace only (mounts stay shared)."""
         kwargs.setdefault("start_new_session", True)
-        return subprocess.Popen(["ip", "netns", "exec", self.ns(host), *argv], **kwargs)
+        return subprocess.Popen(
+            ["nsenter", f"--net=/var/run/netns/{self.ns(host)}", *argv], **kwargs
+        )
 
     def destroy(self) -> None:
         from gantry import hostclean
