@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,14 @@ def check_id(container_id: str) -> str:
     ):
         raise BundleError(f"container id {container_id!r} must be 1-128 of [A-Za-z0-9_.-]")
     return container_id
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        raw = path.read_text().strip()
+    except OSError:
+        return None
+    return int(raw) if raw.lstrip("-").isdigit() else None
 
 
 def _real(path: Path) -> Path:
@@ -362,6 +371,42 @@ class Core(ContainerFiles):
         if left:
             log.warning("container %s: cgroups left behind: %s", container_id, left)
         shutil.rmtree(self._dir(container_id), ignore_errors=True)
+
+    async def exec(self, container_id: str, argv: Sequence[str], time_limit: float) -> int:
+        """Run argv in a running container (its namespaces, cgroups, capabilities,
+        seccomp, user, env and cwd); its exit code. TimeoutError after time_limit s."""
+        data = self._read(container_id)
+        st = self._state_of(container_id, data)
+        if st.status != Status.RUNNING:
+            raise RuntimeError_(f"container {container_id!r} is {st.status}: cannot exec in it")
+        if not argv:
+            raise BundleError(f"exec in {container_id!r}: empty command")
+        p = load_plan(Path(data["bundle"]), default_cgroup=str(data.get("cgroups_path") or ""))
+        p = plan.Plan.from_json({**p.to_json(), "args": list(argv)})
+        exit_path = self._dir(container_id) / f"exec-{os.urandom(6).hex()}.exit"
+        reply = await self.client.request(
+            {"op": "exec", "pid": st.pid, "plan": p.to_json(), "exit_path": str(exit_path)}
+        )
+        if not reply.get("ok"):
+            raise RuntimeError_(f"exec in {container_id!r}: {reply.get('error')}")
+        pid, start = int(reply["pid"]), int(reply["start_time"])
+        try:
+            async with asyncio.timeout(time_limit):
+                await wait_pid_exit(pid, start)
+                for _ in range(200):  # written just before the helper exits
+                    code = _read_int(exit_path)
+                    if code is not None:
+                        return code
+                    await asyncio.sleep(0.005)
+                raise RuntimeError_(f"exec in {container_id!r}: no exit code recorded")
+        except TimeoutError:
+            if linux.start_time(pid) == start:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)  # its child dies with it (PDEATHSIG)
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(exit_path)
 
     async def run(self, container_id: str, bundle: Path, io: ContainerIO) -> int:
         await self.create(container_id, bundle, io, autostart=True)

@@ -19,6 +19,7 @@ import shlex
 import shutil
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,26 @@ class Runc(ContainerFiles):
         if data.get("rootfs_mount"):
             _umount(str(data["rootfs_mount"]))
         shutil.rmtree(self._dir(container_id), ignore_errors=True)
+
+    async def exec(self, container_id: str, argv: Sequence[str], time_limit: float) -> int:
+        """`runc exec`: argv in the running container under its own limits; its exit code."""
+        st = await self.state(container_id)
+        if st.status != Status.RUNNING:
+            raise RuntimeError_(f"container {container_id!r} is {st.status}: cannot exec in it")
+        proc = await asyncio.create_subprocess_exec(
+            *self._runc_argv("exec", container_id, *argv),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            async with asyncio.timeout(time_limit):
+                return await proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
 
     async def run(self, container_id: str, bundle: Path, io: ContainerIO) -> int:
         await self.create(container_id, bundle, io)

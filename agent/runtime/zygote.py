@@ -322,6 +322,52 @@ def _init_main(
     _run_app(plan, fds, prepared_seccomp, autostart)
 
 
+_EXEC_NAMESPACES = (
+    ("ipc", linux.CLONE_NEWIPC),
+    ("uts", linux.CLONE_NEWUTS),
+    ("net", linux.CLONE_NEWNET),
+    ("pid", linux.CLONE_NEWPID),
+    ("mnt", linux.CLONE_NEWNS),
+)
+
+
+def _exec_main(plan: Plan, ns_fds: list[tuple[int, int]], procs: list[str], exit_path: str) -> None:
+    """Forked from the zygote for `exec`: enter the container, run argv, record its code."""
+    code = 126
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.setsid()
+        null = os.open("/dev/null", os.O_RDWR)
+        for std in (0, 1, 2):
+            os.dup2(null, std)
+        for p in procs:
+            with open(p, "w") as f:
+                f.write("0")
+        exit_dir = os.open(os.path.dirname(exit_path), os.O_RDONLY | os.O_DIRECTORY)
+        for fd, flag in ns_fds:
+            linux.setns(fd, flag)  # the mount namespace last: it also moves our root
+        status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        child = os.fork()  # the child is in the container's PID namespace
+        if child == 0:
+            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+            fds = ChildFds(
+                status_w=status_w, exit_dir=exit_dir, stdout=-1, stderr=-1, netns=-1, fifo=-1
+            )
+            _app_main(plan, fds, prepared_seccomp(plan.seccomp_hex), True)
+        os.close(status_w)
+        _, status = os.waitpid(child, 0)
+        code = os.waitstatus_to_exitcode(status)
+        code = 128 - code if code < 0 else code
+        tmp = os.path.basename(exit_path) + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=exit_dir)
+        os.write(fd, str(code).encode())
+        os.close(fd)
+        os.rename(tmp, os.path.basename(exit_path), src_dir_fd=exit_dir, dst_dir_fd=exit_dir)
+    finally:
+        os._exit(code)
+
+
 _FD_NAMES = ("status_w", "exit_dir", "stdout", "stderr", "netns", "fifo")
 _SECCOMP_CACHE: dict[str, Any] = {}
 
@@ -511,12 +557,35 @@ class Zygote:
         op = req.get("op")
         if op == "ping":
             return {"ok": True, "pid": os.getpid()}
-        if op == "create":
-            try:
+        try:
+            if op == "create":
                 return self.create(req)
-            except (OSError, SetupError, ValueError) as e:
-                return {"ok": False, "error": str(e)}
+            if op == "exec":
+                return self.exec(req)
+        except (OSError, SetupError, ValueError) as e:
+            return {"ok": False, "error": str(e)}
         return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def exec(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Run a command in a running container, under the container's own limits."""
+        plan = Plan.from_json(req["plan"])
+        target = int(req["pid"])
+        ns_fds = [
+            (os.open(f"/proc/{target}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC), flag)
+            for ns, flag in _EXEC_NAMESPACES
+        ]
+        procs = [
+            os.path.join(d, "cgroup.procs") for d in cgroups.dirs(self.layout, plan.cgroups_path)
+        ]
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _exec_main(plan, ns_fds, procs, str(req["exit_path"]))
+            finally:
+                os._exit(125)
+        for fd, _ in ns_fds:
+            os.close(fd)
+        return {"ok": True, "pid": pid, "start_time": linux.start_time(pid)}
 
     def create(self, req: dict[str, Any]) -> dict[str, Any]:
         plan = Plan.from_json(req["plan"])

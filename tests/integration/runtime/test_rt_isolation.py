@@ -7,13 +7,16 @@ asked for its init (runc runs the application as PID 1).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
 from rtkit import io_for, make_bundle, parse_kv, run_capture, wait_for_text
 
+from agent.runtime import cgroups
 from agent.runtime.base import BundleError, Status
 from agent.runtime.core import Core
 from agent.runtime.runc import Runc
@@ -254,3 +257,39 @@ async def test_bad_bundles_get_one_line_errors(
     assert await core.list() == []
     with pytest.raises(BundleError, match="container id"):
         await core.create("../evil", missing, io_for(tmp_path, "evil"))
+
+
+@pytest.mark.parametrize("which", ["core", "runc"])
+async def test_exec_runs_inside_under_the_containers_limits(
+    which: str, core: Core, runc: Runc, busybox_root: Path, tmp_path: Path, host_prefix: str
+) -> None:
+    rt = core if which == "core" else runc
+    cid = f"ex-{which}"
+    opts = SpecOptions(
+        args=("/bin/sh", "-c", "echo inside > /tmp/mark; echo ready; exec sleep 600"),
+        hostname="exec-host",
+        cgroups_path=f"/{host_prefix}/{cid}",
+    )
+    bundle = make_bundle(tmp_path, cid, busybox_root, opts)
+    io = io_for(tmp_path, cid)
+    try:
+        await rt.create(cid, bundle, io)
+        await rt.start(cid)
+        await wait_for_text(io.stdout, "ready")  # type: ignore[arg-type]
+        assert await rt.exec(cid, ["grep", "-q", "inside", "/tmp/mark"], 30) == 0  # its root
+        assert await rt.exec(cid, ["sh", "-c", '[ "$(hostname)" = exec-host ]'], 30) == 0
+        caps = "grep -q 'CapEff:.00000000a80425fb' /proc/self/status && grep -q 'Seccomp:.2' /proc/self/status"
+        assert await rt.exec(cid, ["sh", "-c", caps], 30) == 0
+        assert await rt.exec(cid, ["sh", "-c", "mount -t tmpfs none /mnt"], 30) != 0
+        assert await rt.exec(cid, ["sh", "-c", "exit 3"], 30) == 3
+        before = len(cgroups.pids_in(rt.layout, f"/{host_prefix}/{cid}"))
+        with pytest.raises(TimeoutError):
+            await rt.exec(cid, ["sleep", "30"], 0.5)
+        assert (await rt.state(cid)).status == Status.RUNNING
+        if which == "core":  # the timed-out command was killed with its helper
+            deadline = time.monotonic() + 30
+            while len(cgroups.pids_in(rt.layout, f"/{host_prefix}/{cid}")) != before:
+                assert time.monotonic() < deadline, "a timed-out exec is still running"
+                await asyncio.sleep(0.05)
+    finally:
+        await rt.delete(cid, force=True)
