@@ -84,7 +84,8 @@ class Load:
                     conn = None
             except (OSError, http.client.HTTPException) as exc:
                 self._record(Answer(time.monotonic(), 0, "", "", f"{type(exc).__name__}: {exc}"))
-                conn.close()
+                if conn is not None:
+                    conn.close()
                 conn = None
             if self.pause:
                 time.sleep(self.pause)
