@@ -941,5 +941,7 @@ async def make_provisioner(settings: AgentSettings) -> HostProvisioner:
     )
     network = NodeNetwork(cfg)
     await network.setup()
-    images = Images(settings.state_dir / "images")
+    # The cluster's own registry is spoken to over plain HTTP (Docker's "insecure registry").
+    insecure = frozenset({settings.registry}) if settings.registry else frozenset()
+    images = Images(settings.state_dir / "images", insecure=insecure)
     return HostProvisioner(settings, images=images, network=network)

@@ -76,7 +76,7 @@ async def build_demo_images(images: Images, *, deploy: Path = DEPLOY) -> list[st
 
 async def ensure_demo_images_async(store_root: Path, registry: str) -> list[str]:
     """Push busybox, hello:v1, hello:v2 to `registry` (host:port) unless it has them."""
-    async with Images(store_root) as images:
+    async with Images(store_root, insecure=frozenset({registry})) as images:
         remote = [f"{registry}/{tag}" for tag in DEMO_TAGS]
         present = [await images.client.remote_digest(r) is not None for r in remote]
         if all(present):

@@ -96,8 +96,9 @@ def is_loopback(registry: str) -> bool:
     return registry.startswith(LOOPBACK_HOSTS)
 
 
-def registry_base(registry: str) -> str:
-    scheme = "http" if is_loopback(registry) else "https"
+def registry_base(registry: str, insecure: frozenset[str] = frozenset()) -> str:
+    """https://, except for loopback registries and those named insecure (plain HTTP)."""
+    scheme = "http" if is_loopback(registry) or registry in insecure else "https"
     return f"{scheme}://{registry}"
 
 

@@ -83,6 +83,7 @@ class RegistryClient:
         store: ImageStore,
         *,
         credentials: dict[str, Credentials] | None = None,
+        insecure: frozenset[str] = frozenset(),
         connect_timeout: float = 10.0,
         read_timeout: float = 120.0,
         chunk_size: int = CHUNK_SIZE,
@@ -90,6 +91,7 @@ class RegistryClient:
         self.store = store
         self.chunk_size = chunk_size  # blobs larger than this are uploaded in PATCH chunks
         self.credentials = credentials or {}
+        self.insecure = insecure  # registries spoken to over plain HTTP
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_read=read_timeout
         )
@@ -176,7 +178,7 @@ class RegistryClient:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One request with auth; on 401 authenticate once and retry."""
         if not url.startswith("http"):
-            url = f"{registry_base(ref.registry)}/v2/{ref.repo}/{url}"
+            url = f"{registry_base(ref.registry, self.insecure)}/v2/{ref.repo}/{url}"
         scope = f"repository:{ref.repo}:{'pull,push' if push else 'pull'}"
         yielded = False
         for attempt in range(2):
@@ -390,7 +392,7 @@ class RegistryClient:
                     f"{ref}: registry {ref.registry} refused an upload: {resp.status} {_registry_error(await resp.read())}"
                 )
             location = urljoin(
-                f"{registry_base(ref.registry)}/v2/{ref.repo}/blobs/uploads/",
+                f"{registry_base(ref.registry, self.insecure)}/v2/{ref.repo}/blobs/uploads/",
                 resp.headers["Location"],
             )
         if size > self.chunk_size:

@@ -20,9 +20,15 @@ from agent.images.store import Image, ImageInfo, ImageStore, PruneResult
 
 
 class Images:
-    def __init__(self, root: Path, *, credentials: dict[str, Credentials] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        credentials: dict[str, Credentials] | None = None,
+        insecure: frozenset[str] = frozenset(),
+    ) -> None:
         self.store = ImageStore(root)
-        self.client = RegistryClient(self.store, credentials=credentials)
+        self.client = RegistryClient(self.store, credentials=credentials, insecure=insecure)
         self.builder = Builder(self.store, pull=self._pull_for_build)
 
     async def __aenter__(self) -> Images:
