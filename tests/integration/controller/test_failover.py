@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import grpc
@@ -66,3 +68,30 @@ async def _leads(address: str) -> bool:
 async def _follows(address: str, leader: str) -> bool:
     resp = await leader_of(address)
     return not resp.is_leader and resp.leader_address == leader
+
+
+async def test_a_paused_leader_is_deposed_and_steps_down(controllers) -> None:
+    c1 = controllers("c1", ttl=TTL)
+    await wait_for(lambda: _leads(c1.address), deadline=20, what="c1 leads")
+    c2 = controllers("c2", ttl=TTL)
+    both = [c1.address, c2.address]
+    async with Fleet() as fleet:
+        for n in ("n1", "n2"):
+            fleet.agent(n, both)
+        api = Api(fleet.client(both))
+        await api.apply(deployment("web", 2))
+        await wait_for(lambda: api.converged("web", 2), deadline=30, what="2 ready")
+        assert c1.svc is not None
+        os.kill(c1.svc.pid, signal.SIGSTOP)  # a long GC pause, a frozen VM...
+        try:
+            await wait_for(lambda: _leads(c2.address), deadline=TTL + 5, what="c2 takes over")
+            await api.scale("web", 3)
+            await wait_for(lambda: api.converged("web", 3), deadline=30, what="3 ready under c2")
+        finally:
+            os.kill(c1.svc.pid, signal.SIGCONT)
+        await wait_for(
+            lambda: _follows(c1.address, c2.address), deadline=TTL + 5, what="c1 steps down"
+        )
+        await api.scale("web", 1)
+        await wait_for(lambda: api.converged("web", 1), deadline=30, what="1 ready")
+        assert (await api.get("web")).spec.replicas == 1

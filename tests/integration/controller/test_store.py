@@ -10,8 +10,9 @@ from ctlharness import settled, wait_for
 
 from controller import keys
 from controller.election import Election
-from controller.errors import Conflict, NotLeader
+from controller.errors import Conflict, NotLeader, StoreUnavailable
 from controller.store import Fence, Informer, ModIs, Put, Store
+from gantry import procs
 
 
 def etcdctl(etcd: str, *args: str) -> str:
@@ -162,3 +163,15 @@ async def test_one_of_two_candidates_leads_and_the_other_takes_over(etcd: str) -
 
 async def _true(v: bool) -> bool:
     return v
+
+
+@settled
+async def test_store_moves_to_the_next_endpoint_when_one_is_down(etcd: str) -> None:
+    dead = f"127.0.0.1:{procs.free_port()}"
+    store = Store([dead, etcd], timeout=2.0)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.get("/gantry/x")
+        assert await store.get("/gantry/x") is None, "the second endpoint answers"
+    finally:
+        await store.close()
