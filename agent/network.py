@@ -140,6 +140,14 @@ def validate_ports(ports: list[PortMapping], taken: dict[tuple[str, int], str], 
         seen.add(key)
 
 
+def set_route_localnet(bridge: str) -> None:
+    Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet").write_text("1")
+
+
+def is_loopback(address: str | None) -> bool:
+    return bool(address) and ipaddress.ip_address(address).is_loopback  # type: ignore[arg-type]
+
+
 def table_script(prefix: str, bridge: str, subnet: str, node_address: str | None) -> str:
     """nft text creating the node's table (idempotent: add, not create)."""
     match = (
@@ -161,6 +169,9 @@ def table_script(prefix: str, bridge: str, subnet: str, node_address: str | None
             f"add rule {t} prerouting {match} dnat ip to meta l4proto . th dport map @pub",
             f"add rule {t} output {match} dnat ip to meta l4proto . th dport map @pub",
             f'add rule {t} postrouting ip saddr {subnet} oifname != "{bridge}" masquerade',
+            # Clients on this node that dial a published port on 127.0.0.1 (the local
+            # cluster's proxy): their loopback source must become the bridge's address.
+            f'add rule {t} postrouting ip saddr 127.0.0.0/8 oifname "{bridge}" masquerade',
             "",
         ]
     )
@@ -248,6 +259,15 @@ class NodeNetwork:
             ["nft", "-f", "-"],
             table_script(self.prefix, self.bridge, str(self.subnet), self.cfg.node_address),
         )
+        if is_loopback(self.cfg.node_address):
+            # A per-interface setting of our own bridge (gone with it), as Docker sets on
+            # docker0 without its userland proxy: lets DNAT'd loopback traffic be routed.
+            set_route_localnet(self.bridge)
+            log.info(
+                "network %s: route_localnet on %s for ports published on loopback",
+                self.prefix,
+                self.bridge,
+            )
         log.info(
             "network %s: bridge %s %s, nft table ip %s",
             self.prefix,
