@@ -78,6 +78,7 @@ class Backend:
     uploaded: int = 0
     fail: bool = False  # answer every echo request 500
     upload_aborted: bool = False
+    released: bool = False  # /hold answers once the test sets this
 
 
 def backend_app(be: Backend) -> web.Application:
@@ -109,6 +110,18 @@ def backend_app(be: Backend) -> web.Application:
         finally:
             be.inflight -= 1
         return web.Response(text=f"{be.name} slow done\n")
+
+    async def hold(request: web.Request) -> web.Response:
+        """Answers only when the test sets `released`: requests stay in flight on cue."""
+        be.hits += 1
+        be.inflight += 1
+        be.max_inflight = max(be.max_inflight, be.inflight)
+        try:
+            while not be.released:  # noqa: ASYNC110 - set from the test thread
+                await asyncio.sleep(0.02)
+        finally:
+            be.inflight -= 1
+        return web.Response(text=f"{be.name} held\n")
 
     async def download(request: web.Request) -> web.StreamResponse:
         n = int(request.match_info["n"])
@@ -154,6 +167,7 @@ def backend_app(be: Backend) -> web.Application:
     app.router.add_get("/ws", ws)
     app.router.add_route("*", "/status/{code}", status)
     app.router.add_get("/slow/{secs}", slow)
+    app.router.add_get("/hold", hold)
     app.router.add_get("/download/{mode}/{n}", download)
     app.router.add_post("/upload", upload)
     app.router.add_get("/nocontent", nocontent)

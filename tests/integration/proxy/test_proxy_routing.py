@@ -142,15 +142,16 @@ def test_least_request_avoids_the_busy_endpoint(
     servers.publish(disc, 1, [route("web", [(a, "stable"), (b, "stable")])])
     p = launch([disc.address])
     p.wait_table(1)
-    # Park 4 slow requests; with two endpoints least-request spreads them 2/2 at most 3/1.
+    # Park 4 requests: least-request with two choices sends each to the less busy one: 2/2.
     results: list[int] = []
     threads = [
-        threading.Thread(target=lambda: results.append(http(p, "/slow/1.5")[0])) for _ in range(4)
+        threading.Thread(target=lambda: results.append(http(p, "/hold")[0])) for _ in range(4)
     ]
     for t in threads:
         t.start()
     wait_for(lambda: a.inflight + b.inflight == 4, 20, "4 parked requests")
-    assert a.inflight >= 1 and b.inflight >= 1
+    assert a.inflight == 2 and b.inflight == 2
+    a.released = b.released = True
     for t in threads:
         t.join(30)
     assert results == [200] * 4
@@ -164,13 +165,14 @@ def test_per_endpoint_concurrency_cap(servers: Servers, launch: Callable[..., Pr
     p.wait_table(1)
     results: list[int] = []
     threads = [
-        threading.Thread(target=lambda: results.append(http(p, "/slow/2")[0])) for _ in range(2)
+        threading.Thread(target=lambda: results.append(http(p, "/hold")[0])) for _ in range(2)
     ]
     for t in threads:
         t.start()
     wait_for(lambda: be.inflight == 2, 20, "2 parked requests")
     status, _, body = http(p, "/")
     assert status == 503 and b"concurrency cap" in body
+    be.released = True
     for t in threads:
         t.join(30)
     assert results == [200, 200]
