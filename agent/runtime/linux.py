@@ -105,6 +105,15 @@ def sethostname(name: str) -> None:
     _check(_syscall(SYS_SETHOSTNAME, raw, ctypes.c_size_t(len(raw))), "sethostname")
 
 
+PR_SET_NAME = 15
+
+
+def set_name(name: str) -> None:
+    """The process's comm name (what ps shows without arguments), <= 15 bytes."""
+    buf = ctypes.create_string_buffer(name.encode()[:15])
+    _check(_libc.prctl(ctypes.c_int(PR_SET_NAME), buf, 0, 0, 0), "prctl(PR_SET_NAME)")
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(
         _libc.prctl(

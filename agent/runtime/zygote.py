@@ -415,6 +415,7 @@ def _reap_forever(app: int, exit_dir: int) -> None:
         signal.signal(sig, forward)
     with contextlib.suppress(OSError):
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
+        linux.set_name("gantry-init")
     while True:
         try:
             pid, status = os.waitpid(-1, 0)
@@ -451,6 +452,7 @@ class Zygote:
         self.pool_size = pool_size if not cgroups.uses_v2(self.layout) else 0
         self.pool: list[Sandbox] = []
         self.seq = 0
+        self._remove_stale_pool_cgroups()
         prepared_seccomp(seccomp.assemble(seccomp_section()).hex())  # warm the common filter
 
     def serve(self) -> None:
@@ -502,6 +504,16 @@ class Zygote:
             for fd in procfds:
                 os.close(fd)
             self.pool.append(Sandbox(pid, ours, name))
+
+    def _remove_stale_pool_cgroups(self) -> None:
+        """Empty pool cgroups a killed zygote left behind (a live one's stay: EBUSY)."""
+        for mount in (*self.layout.v1_mounts, *([self.layout.v2] if self.layout.v2 else [])):
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(os.path.join(mount, self.prefix)):
+                    owner = entry.name.split("-")[1] if entry.name.startswith("pool-") else ""
+                    if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+                        with contextlib.suppress(OSError):
+                            os.rmdir(entry.path)
 
     def drain_pool(self) -> None:
         for sb in self.pool:
