@@ -12,6 +12,19 @@ containers still running: `list()`, `state()`, `kill()`, `wait()` and
 against its start time, so a reused pid is never mistaken for it).
 Containers outlive the agent and the zygote; an exit code is written by the
 container's init (or by the zygote when it reaps an init killed outright).
+
+The zygote keeps `pool_size` sandboxes ready (namespaces made, v1 cgroups
+joined, `lo` up); a container whose cgroupsPath is `/<prefix>/<name>` takes
+one (its cgroup is renamed), others are cloned on request. `exec()` runs a
+command inside a running container under the container's own cgroups,
+capabilities, seccomp filter, user, env and cwd.
+
+Usage (agent main):
+    core = Core.prefork(state_dir=Path("/run/gantry/gantry/runtime"), prefix="gantry")
+    ... start asyncio/grpc ...
+    await core.create(cid, bundle, ContainerIO(stdout=log, stderr=log)); await core.start(cid)
+    code = await core.wait(cid); await core.delete(cid)
+    core.close()  # at exit: stops the zygote, containers keep running
 """
 
 from __future__ import annotations
