@@ -22,6 +22,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from gantry import loadgen
+
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "deploy" / "examples" / "shop.yaml"
 HOST = "shop.local"
@@ -159,9 +161,14 @@ def main() -> int:
     print(f"   measured canary share {100 * share:.1f}% for a weight of 20%")
     gantry("rollout", "status", "web", state_dir=state)
 
-    say("6. Promote: v2 becomes the stable version, replica by replica, with no failed request")
+    say("6. Promote under constant load: v2 becomes the stable version, with no failed request")
+    load = loadgen.Load(url, host=HOST, workers=4, max_seconds=240).start()
     gantry("rollout", "promote", "web", state_dir=state)
     wait_for("web on v2, 5/5 ready", lambda: ready(state, "web", 5, image=v2), timeout=150)
+    answers = load.stop()
+    failed = [a for a in answers if a.status != 200]
+    print(f"   during the promotion: {len(answers)} requests, {len(failed)} failed "
+          f"({loadgen.summary(answers)}); v2 served {100 * loadgen.share(answers[-200:], 'v2'):.0f}% of the last 200")  # fmt: skip
     summarize(traffic(url, 200))
     gantry("rollout", "history", "web", state_dir=state)
 
