@@ -161,9 +161,15 @@ def _mask_and_protect(plan: Plan) -> None:
         )
 
 
-def _setup_root(plan: Plan) -> None:
-    root = os.path.realpath(plan.rootfs)
+def _make_private() -> None:
+    """Nothing mounted from here on propagates to the host (and pivot_root works)."""
     linux.mount("none", "/", None, MS_REC | MS_PRIVATE)
+
+
+def _setup_root(plan: Plan, *, private: bool = False) -> None:
+    root = os.path.realpath(plan.rootfs)
+    if not private:
+        _make_private()
     if plan.overlay_lower:
         opts = f"lowerdir={':'.join(plan.overlay_lower)}"
         if plan.overlay_upper:
@@ -282,12 +288,12 @@ def _detach_and_join(procs: list[str] | list[int]) -> None:
                 f.write("0")
 
 
-def _finish_setup(plan: Plan, fds: ChildFds) -> None:
+def _finish_setup(plan: Plan, fds: ChildFds, *, private: bool = False) -> None:
     if fds.netns >= 0:
         linux.setns(fds.netns, linux.CLONE_NEWNET)
         os.close(fds.netns)
     os.umask(0o022)
-    _setup_root(plan)
+    _setup_root(plan, private=private)
     if plan.hostname:
         linux.sethostname(plan.hostname)
 
@@ -387,6 +393,7 @@ def _sandbox_main(chan: socket.socket, procs: list[int]) -> None:
         os.closerange(3, chan.fileno())
         linux.close_range_from(chan.fileno() + 1)
         linux.link_up("lo")
+        _make_private()
         msg, got, _, _ = socket.recv_fds(chan, MAX_MSG, len(_FD_NAMES))
     except BaseException:  # noqa: BLE001 - the zygote sees the sandbox gone
         os._exit(126)
@@ -400,7 +407,7 @@ def _sandbox_main(chan: socket.socket, procs: list[int]) -> None:
     chan.close()
     plan = Plan.from_json(req["plan"])
     try:
-        _finish_setup(plan, fds)
+        _finish_setup(plan, fds, private=True)
     except BaseException as e:  # noqa: BLE001
         _fail(fds, e)
     _run_app(plan, fds, prepared_seccomp(plan.seccomp_hex), bool(req.get("autostart")))
