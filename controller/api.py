@@ -465,6 +465,14 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
                 out.rollout.message = f"{status.message}; last canary: {record.get('phase')} {record.get('message', '')}".strip()
             return out
         json_format.ParseDict(record, out.rollout, ignore_unknown_fields=True)
+        if self.rollouts is not None:
+            live = await self.rollouts.live_metrics(name)
+            for field, m in (("stable_metrics", live.stable), ("canary_metrics", live.canary)):
+                getattr(out.rollout, field).CopyFrom(
+                    types_pb2.VersionMetrics(
+                        requests=m.requests, error_rate=m.error_rate, p99_ms=m.p99_ms
+                    )
+                )
         return out
 
     @unary

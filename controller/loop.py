@@ -558,7 +558,8 @@ def status_of(dep: Json, replicas: list[Json]) -> dict[str, Any]:
     """DeploymentStatus (camelCase) computed from replica records."""
     status = dict(dep.get("status") or {})
     rev = int(status.get("revision", 1))
-    live = [r for r in replicas if not r.get("draining")]
+    # The stable set: a canary's replicas run beside it and show in `rollout status`.
+    live = [r for r in replicas if not r.get("draining") and r.get("track", "stable") != "canary"]
     status.update(
         replicas=len(live),
         readyReplicas=sum(1 for r in live if r.get("ready")),

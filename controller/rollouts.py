@@ -118,6 +118,7 @@ class RolloutEngine:
         self.clock = clock
         self.requeue: Callable[[str, float], None] = lambda name, delay: None
         self._baselines: dict[tuple[str, float], dict[str, TrafficStats]] = {}
+        self._since_start: dict[str, dict[str, TrafficStats]] = {}  # stats when a canary began
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -149,6 +150,7 @@ class RolloutEngine:
                 message=f"canary of revision {dep.revision} started",
             )
             await self._write(name, item, new)
+            self._since_start[name] = await self._stats(name)
             await self.events.record("deployment", name, "CanaryStarted", new.message)
             return new
         if state is None or not state.active:
@@ -255,6 +257,16 @@ class RolloutEngine:
             window_start=state.step_started_at,
         )
 
+    async def live_metrics(self, name: str) -> CanaryMetrics:
+        """Both tracks' traffic since the canary began (as far as this leader saw)."""
+        now_stats = await self._stats(name)
+        base = self._since_start.get(name, {})
+        empty = TrafficStats()
+        return CanaryMetrics(
+            stable=canary_metrics_from_stats(base.get("stable"), now_stats.get("stable", empty)),
+            canary=canary_metrics_from_stats(base.get("canary"), now_stats.get("canary", empty)),
+        )
+
     # -- the Cluster API's rollout calls --------------------------------------
 
     async def _current(self, name: str) -> tuple[Item, Item | None, RolloutState | None]:
@@ -298,6 +310,7 @@ class RolloutEngine:
             )
         except Conflict:
             raise Conflict(f"deployment {name} changed meanwhile: try again") from None
+        self._since_start[name] = await self._stats(name)
         await self.events.record(
             "deployment", name, "CanaryStarted", f"canary of {image} (revision {rev})"
         )
