@@ -181,6 +181,66 @@ async def wait_pid_exit(pid: int, start_time: int) -> None:
         os.close(pidfd)
 
 
+async def wait_exit_code(
+    d: Path, pid: int, start_time: int, *, grace: float, early_out: bool
+) -> int:
+    """Wait for `<d>/exit` (written just before the init exits) or the process's end.
+
+    The init signals through the `exit.fifo` as soon as the code is written, so
+    a waiter does not also wait for the namespaces' teardown (several ms).
+    """
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+    fds: list[int] = []
+    with contextlib.suppress(OSError):  # the init writes a byte here once `exit` is there
+        fifo = os.open(d / zygote.EXIT_FIFO, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fds.append(fifo)
+
+        def on_fifo() -> None:
+            loop.remove_reader(fifo)
+            wake.set()
+
+        loop.add_reader(fifo, on_fifo)
+    if pid > 0 and linux.start_time(pid) == start_time:
+        with contextlib.suppress(OSError):
+            pidfd = os.pidfd_open(pid)
+            fds.append(pidfd)
+
+            def on_pid() -> None:
+                loop.remove_reader(pidfd)
+                wake.set()
+
+            loop.add_reader(pidfd, on_pid)
+    gone_at: float | None = None
+    try:
+        while True:
+            wake.clear()
+            code = _read_int(d / zygote.EXIT_FILE)
+            if code is not None:
+                return code
+            alive = linux.start_time(pid) == start_time and linux.proc_state(pid) not in (
+                "Z",
+                "X",
+                "",
+            )
+            timeout: float | None = None if len(fds) == 2 else 0.05
+            if not alive:
+                if early_out and linux.start_time(pid) != start_time:
+                    break  # reaped and still no file: nobody recorded it
+                gone_at = gone_at if gone_at is not None else loop.time()
+                if loop.time() - gone_at > grace:
+                    break
+                timeout = 0.01
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout)
+    finally:
+        for fd in fds:
+            loop.remove_reader(fd)
+            os.close(fd)
+    code = _read_int(d / zygote.EXIT_FILE)
+    return KILLED_EXIT if code is None else code
+
+
 class ContainerFiles:
     """Per-container state on disk, shared by the core and the runc runtime."""
 
@@ -211,11 +271,7 @@ class ContainerFiles:
         os.replace(tmp, d / "state.json")
 
     def _exit_code(self, cid: str) -> int | None:
-        try:
-            raw = (self._dir(cid) / zygote.EXIT_FILE).read_text().strip()
-        except OSError:
-            return None
-        return int(raw) if raw.lstrip("-").isdigit() else None
+        return _read_int(self._dir(cid) / zygote.EXIT_FILE)
 
     def _state_of(self, cid: str, data: dict[str, Any]) -> ContainerState:
         bundle = Path(data.get("bundle", ""))
@@ -241,18 +297,14 @@ class ContainerFiles:
     async def _wait_code(
         self, cid: str, pid: int, start_time: int, *, grace: float = 1.0, early_out: bool = True
     ) -> int:
-        """Wait for the process to go, then for its exit code file (a little)."""
-        await wait_pid_exit(pid, start_time)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            code = self._exit_code(cid)
-            if code is not None:
-                return code
-            if early_out and linux.start_time(pid) != start_time:
-                break  # reaped and still no file: nobody recorded it
-            await asyncio.sleep(0.005)
-        code = self._exit_code(cid)
-        return KILLED_EXIT if code is None else code
+        """The exit code, as soon as it is recorded (inotify) or the process is gone.
+
+        After the process has gone, waits up to `grace` s for the file; with
+        `early_out`, not at all once the process is reaped (nobody will write it).
+        """
+        return await wait_exit_code(
+            self._dir(cid), pid, start_time, grace=grace, early_out=early_out
+        )
 
     async def list(self) -> list[ContainerState]:
         out = []

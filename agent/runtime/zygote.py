@@ -52,6 +52,7 @@ from agent.runtime.spec import seccomp_section
 
 EXIT_FILE = "exit"
 FIFO_FILE = "exec.fifo"
+EXIT_FIFO = "exit.fifo"
 FORWARDED = (
     signal.SIGTERM,
     signal.SIGINT,
@@ -267,6 +268,13 @@ def _write_exit(dir_fd: int, code: int) -> None:
     os.write(fd, str(code).encode())
     os.close(fd)
     os.rename("exit.tmp", EXIT_FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    try:  # wake a waiter at once (ENXIO: nobody is waiting, which is fine)
+        fd = os.open(EXIT_FIFO, os.O_WRONLY | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return
+    with contextlib.suppress(OSError):
+        os.write(fd, b"x")
+    os.close(fd)
 
 
 def _detach_and_join(procs: list[str] | list[int]) -> None:
@@ -636,6 +644,8 @@ class Zygote:
                 else -1,
                 fifo=-1,
             )
+            with contextlib.suppress(FileExistsError):
+                os.mkfifo(os.path.join(state_dir, EXIT_FIFO), 0o600)
             if not autostart:
                 fifo = os.path.join(state_dir, FIFO_FILE)
                 with contextlib.suppress(FileNotFoundError):
