@@ -474,8 +474,17 @@ class Zygote:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w)
         self.fill_pool()
+        refill = False
         while True:
-            ready, _, _ = select.select([self.sock.fileno(), self.wake_r], [], [])
+            # Refill the pool once requests pause (a few ms), not while the
+            # container just started still needs the CPU.
+            ready, _, _ = select.select(
+                [self.sock.fileno(), self.wake_r], [], [], 0.004 if refill else None
+            )
+            if not ready and refill:
+                self.fill_pool()
+                refill = False
+                continue
             if self.wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self.wake_r, 4096)
@@ -489,7 +498,7 @@ class Zygote:
                     return
                 reply = self.handle(json.loads(raw))
                 self.sock.sendall(json.dumps(reply).encode())
-                self.fill_pool()  # after the reply: off the request's critical path
+                refill = len(self.pool) < self.pool_size
 
     # -- the pool of prepared sandboxes
 
