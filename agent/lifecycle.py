@@ -2,7 +2,7 @@
 
 One `Replica` record per assigned replica instance (replica name + epoch).
 `step(record, event, now)` returns the next record and the actions the
-driver (agent/agent.py) must perform, in order; the outcome of an action
+driver (agent/worker.py) must perform, in order; the outcome of an action
 comes back as another event. Timers are plain deadlines on the record:
 `next_deadline(record)` says when the driver must deliver a `Tick`.
 
