@@ -394,31 +394,69 @@ def prepared_seccomp(hexprog: str) -> Any:
     return _SECCOMP_CACHE[hexprog]
 
 
-def _sandbox_main(chan: socket.socket, procs: list[int]) -> None:
-    """A prepared sandbox: namespaces made, cgroups joined, `lo` up; waits for its plan."""
+def _sandbox_main(chan_init: socket.socket, chan_app: socket.socket, procs: list[int]) -> None:
+    """A prepared sandbox: namespaces made, cgroups joined, `lo` up, mounts private,
+    and the application's process already forked. Both wait for their request."""
     try:
         _detach_and_join(procs)
-        os.closerange(3, chan.fileno())
-        linux.close_range_from(chan.fileno() + 1)
+        low, high = sorted((chan_init.fileno(), chan_app.fileno()))
+        os.closerange(3, low)
+        os.closerange(low + 1, high)
+        linux.close_range_from(high + 1)
         linux.link_up("lo")
         _make_private()
-        msg, got, _, _ = socket.recv_fds(chan, MAX_MSG, len(_FD_NAMES))
+        app = os.fork()
     except BaseException:  # noqa: BLE001 - the zygote sees the sandbox gone
         os._exit(126)
+    if app == 0:
+        chan_init.close()
+        _sandbox_app(chan_app)
+    chan_app.close()
+    _sandbox_init(chan_init, app)
+
+
+def _recv(chan: socket.socket, nfds: int) -> tuple[dict[str, Any], list[int]]:
+    msg, got, _, _ = socket.recv_fds(chan, MAX_MSG, nfds)
     if not msg:
-        os._exit(0)  # the zygote went away: nothing to become
-    req = json.loads(msg)
+        raise EOFError("the zygote went away")
     for fd in got:
         os.set_inheritable(fd, False)
+    chan.close()
+    req: dict[str, Any] = json.loads(msg)
+    return req, got
+
+
+def _sandbox_app(chan: socket.socket) -> None:
+    """The pre-forked application: does the mounts and pivot_root for the whole
+    namespace (the init shares it), then drops privileges and execs."""
+    try:
+        req, got = _recv(chan, len(_FD_NAMES))
+    except BaseException:  # noqa: BLE001 - nothing to become
+        os._exit(0)
     idx = req["fds"]
     fds = ChildFds(**{n: (got[idx[n]] if idx[n] >= 0 else -1) for n in _FD_NAMES})
-    chan.close()
     plan = Plan.from_json(req["plan"])
     try:
         _finish_setup(plan, fds, private=True)
     except BaseException as e:  # noqa: BLE001
         _fail(fds, e)
-    _run_app(plan, fds, prepared_seccomp(plan.seccomp_hex), bool(req.get("autostart")))
+    _app_main(plan, fds, prepared_seccomp(plan.seccomp_hex), bool(req.get("autostart")))
+
+
+def _sandbox_init(chan: socket.socket, app: int) -> None:
+    """The sandbox's PID 1: joins the container's network, then reaps and forwards."""
+    try:
+        req, got = _recv(chan, 2)
+    except BaseException:  # noqa: BLE001 - the zygote went away: end the sandbox
+        with contextlib.suppress(OSError):
+            os.kill(app, signal.SIGKILL)
+        os._exit(0)
+    idx = req["fds"]
+    if idx["netns"] >= 0:
+        with contextlib.suppress(OSError):  # the app reports a bad netns itself
+            linux.setns(got[idx["netns"]], linux.CLONE_NEWNET)
+        os.close(got[idx["netns"]])
+    _reap_forever(app, got[idx["exit_dir"]])
 
 
 def _reap_forever(app: int, exit_dir: int) -> None:
@@ -450,7 +488,8 @@ def _reap_forever(app: int, exit_dir: int) -> None:
 @dataclass
 class Sandbox:
     pid: int
-    chan: socket.socket
+    chan: socket.socket  # to its init
+    chan_app: socket.socket  # to its pre-forked application process
     cgroup: str  # "/<prefix>/pool-..." until it is renamed for a container
 
 
@@ -510,6 +549,7 @@ class Zygote:
                 procs = cgroups.create(self.layout, name, Resources())
                 procfds = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in procs]
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                ours_app, theirs_app = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 flags = (
                     linux.CLONE_NEWPID | linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
                 )
@@ -521,13 +561,14 @@ class Zygote:
                 return
             if pid == 0:
                 try:
-                    _sandbox_main(theirs, procfds)
+                    _sandbox_main(theirs, theirs_app, procfds)
                 finally:
                     os._exit(125)
             theirs.close()
+            theirs_app.close()
             for fd in procfds:
                 os.close(fd)
-            self.pool.append(Sandbox(pid, ours, name))
+            self.pool.append(Sandbox(pid, ours, ours_app, name))
 
     def _remove_stale_pool_cgroups(self) -> None:
         """Empty pool cgroups a killed zygote left behind (a live one's stay: EBUSY)."""
@@ -542,6 +583,7 @@ class Zygote:
     def drain_pool(self) -> None:
         for sb in self.pool:
             sb.chan.close()  # the sandbox reads EOF and exits
+            sb.chan_app.close()
         for sb in self.pool:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(sb.pid, 0)
@@ -559,12 +601,14 @@ class Zygote:
         sb = self.pool.pop(0)
         if linux.proc_state(sb.pid) in ("", "Z", "X"):
             sb.chan.close()
+            sb.chan_app.close()
             cgroups.remove(self.layout, sb.cgroup, timeout=0)
             return None
         try:
             cgroups.rename(self.layout, sb.cgroup, target)
         except OSError:
             sb.chan.close()
+            sb.chan_app.close()
             cgroups.remove(self.layout, sb.cgroup, timeout=0)
             return None
         sb.cgroup = target
@@ -682,21 +726,30 @@ class Zygote:
     def _hand_over(
         self, sb: Sandbox, plan_json: dict[str, Any], fds: ChildFds, autostart: bool
     ) -> int:
-        """Give a prepared sandbox its plan and files; 0 if it is gone."""
-        send: list[int] = []
-        index: dict[str, int] = {}
+        """Give a prepared sandbox its plan and files; 0 if it is gone.
+
+        The init gets the state dir (for the exit code) and the network namespace;
+        the pre-forked application gets everything else and the plan.
+        """
+        app_send: list[int] = []
+        app_index: dict[str, int] = {}
         for name in _FD_NAMES:
             fd = getattr(fds, name)
-            index[name] = len(send) if fd >= 0 else -1
-            if fd >= 0:
-                send.append(fd)
-        msg = json.dumps({"plan": plan_json, "fds": index, "autostart": autostart}).encode()
+            app_index[name] = -1
+            if fd >= 0 and name != "exit_dir":
+                app_index[name] = len(app_send)
+                app_send.append(fd)
+        init_send = [fds.exit_dir] + ([fds.netns] if fds.netns >= 0 else [])
+        init_msg = {"fds": {"exit_dir": 0, "netns": 1 if fds.netns >= 0 else -1}}
+        app_msg = {"plan": plan_json, "fds": app_index, "autostart": autostart}
         try:
-            socket.send_fds(sb.chan, [msg], send)
+            socket.send_fds(sb.chan, [json.dumps(init_msg).encode()], init_send)
+            socket.send_fds(sb.chan_app, [json.dumps(app_msg).encode()], app_send)
         except OSError:
             return 0
         finally:
             sb.chan.close()
+            sb.chan_app.close()
         return sb.pid
 
     def _clone(
@@ -715,6 +768,7 @@ class Zygote:
                 os.close(self.wake_w)
                 for sb in self.pool:
                     sb.chan.close()
+                    sb.chan_app.close()
                 _init_main(plan, fds, procs, prepared, autostart)
             finally:
                 os._exit(125)
