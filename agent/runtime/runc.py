@@ -5,6 +5,8 @@ host at the bundle's root.path (unmounted again by `delete`). `start` runs
 `runc run` under a detached shell shim (`setsid -f sh -c ...`) that records
 runc's exit status (the container's, 128+n for a signal) in the same `exit`
 file the core uses, so exit codes survive the agent's death the same way.
+A bundle without linux.cgroupsPath gets `/<prefix>/<id>` written into its
+config.json (as the core defaults to), so nothing lands outside the prefix.
 State files are shared with the core's (`ContainerFiles`), so `list`,
 `state`, `wait` and adoption after a restart behave alike.
 """
@@ -33,6 +35,7 @@ from agent.runtime.base import (
     Status,
 )
 from agent.runtime.core import ContainerFiles, _real, wait_pid_exit
+from agent.runtime.spec import write_bundle
 
 
 def _read_spec(bundle: Path) -> dict[str, Any]:
@@ -76,7 +79,12 @@ class Runc(ContainerFiles):
     async def create(self, container_id: str, bundle: Path, io: ContainerIO) -> None:
         d = self._dir(container_id)
         bundle = _real(bundle)
-        p = plan.parse(bundle, _read_spec(bundle))
+        spec = _read_spec(bundle)
+        p = plan.parse(bundle, spec)
+        if not p.cgroups_path:  # as the core does: under the prefix, never at the top
+            spec.setdefault("linux", {})["cgroupsPath"] = f"/{self.prefix}/{container_id}"
+            write_bundle(bundle, spec)
+            p = plan.parse(bundle, spec)
         try:
             d.mkdir()
         except FileExistsError:

@@ -293,3 +293,17 @@ async def test_exec_runs_inside_under_the_containers_limits(
                 await asyncio.sleep(0.05)
     finally:
         await rt.delete(cid, force=True)
+
+
+@pytest.mark.parametrize("which", ["core", "runc"])
+async def test_default_cgroup_is_under_the_prefix(
+    which: str, core: Core, runc: Runc, busybox_root: Path, tmp_path: Path, host_prefix: str
+) -> None:
+    rt = core if which == "core" else runc
+    cid = f"{which}-cg"
+    opts = SpecOptions(args=("/bin/cat", "/proc/self/cgroup"), memory_bytes=64 << 20)
+    bundle = make_bundle(tmp_path, cid, busybox_root, opts)
+    code, out, err = await run_capture(rt, cid, bundle, io_for(tmp_path, cid))
+    assert code == 0, err
+    assert f"memory:/{host_prefix}/{cid}" in out, out
+    assert f"pids:/{host_prefix}/{cid}" in out, out
