@@ -10,6 +10,7 @@ Unknown syscall names are skipped, as runc does.
 
 from __future__ import annotations
 
+import platform
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -146,8 +147,10 @@ def _rules_by_nr(section: Mapping[str, Any]) -> dict[int, list[tuple[int, list[A
     return by_nr
 
 
-def assemble(section: Mapping[str, Any]) -> bytes:
+def assemble(section: Mapping[str, Any], *, machine: str = platform.machine()) -> bytes:
     """The filter program (sock_filter array bytes) for an OCI seccomp section."""
+    if machine != "x86_64":
+        raise SeccompError(f"linux.seccomp: the core's filter supports x86_64 only, not {machine}")
     default = _action(
         {"action": section.get("defaultAction"), "errnoRet": section.get("defaultErrnoRet", 1)},
         "linux.seccomp",

@@ -129,3 +129,8 @@ def test_pure_v2_layout_uses_v2_files() -> None:
 def test_bad_cgroup_paths(bad: str) -> None:
     with pytest.raises(cgroups.CgroupError):
         cgroups.norm_path(bad)
+
+
+def test_other_machines_are_refused_not_silently_killed() -> None:
+    with pytest.raises(seccomp.SeccompError, match="x86_64 only, not aarch64"):
+        seccomp.assemble(seccomp_section(), machine="aarch64")
