@@ -161,7 +161,7 @@ def test_per_endpoint_concurrency_cap(servers: Servers, launch: Callable[..., Pr
     be = servers.backend("web")
     disc = servers.discovery()
     servers.publish(disc, 1, [route("web", [(be, "stable")])])
-    p = launch([disc.address], max_inflight_per_endpoint=2)
+    p = launch([disc.address], max_inflight_per_endpoint=2, request_timeout=120)
     p.wait_table(1)
     results: list[int] = []
     threads = [
@@ -169,7 +169,7 @@ def test_per_endpoint_concurrency_cap(servers: Servers, launch: Callable[..., Pr
     ]
     for t in threads:
         t.start()
-    wait_for(lambda: be.inflight == 2, 20, "2 parked requests")
+    wait_for(lambda: be.inflight == 2, 60, "2 parked requests")
     status, _, body = http(p, "/")
     assert status == 503 and b"concurrency cap" in body
     be.released = True
