@@ -9,7 +9,8 @@ pre-warmed zygote, clone, set-up, exec, wait for the exit code) plus
 (which also cleans up its cgroups) plus the overlay mount it needs on the
 host. Prints a table and, last, one JSON line.
 
-Usage: bench/runtime_start.py [--quick]   (root; Debian busybox-static, runc)
+Usage: bench/runtime_start.py [--quick] [--pool N]   (root; busybox-static, runc)
+--pool 0 times the zygote cloning per request (no prepared sandbox).
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="8 runs each (finishes well under 60 s)")
     ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--pool", type=int, default=1, help="prepared sandboxes (0: clone per request)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("runtime_start: needs root")
@@ -133,7 +135,9 @@ def main() -> None:
     prefix = "gtb" + secrets.token_hex(2)
     base = Path(tempfile.mkdtemp(prefix="gantry-bench-"))
     lower = busybox_root(base / "lower")
-    core = Core.prefork(state_dir=base / "state", prefix=prefix)  # before any thread
+    core = Core.prefork(
+        state_dir=base / "state", prefix=prefix, pool_size=args.pool
+    )  # before any thread
     try:
         res = asyncio.run(bench(core, base, lower, prefix, runs))
     finally:
