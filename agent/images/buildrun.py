@@ -86,8 +86,32 @@ class RuncOnce:
         return []
 
 
+_CORE: Runtime | None = None
+
+
+def prepare_core(state_root: Path) -> bool:
+    """Fork the isolation core for RUN steps; call before any thread exists.
+
+    Returns False (and RUN steps fall back to runc) when threads already run,
+    as inside a test process, since forking a threaded process is unsafe.
+    """
+    global _CORE
+    import threading
+
+    if _CORE is not None:
+        return True
+    if threading.active_count() > 1:
+        return False
+    from agent.runtime.core import Core
+
+    _CORE = Core.prefork(state_dir=state_root, prefix="gantry-build", pool_size=0)
+    return True
+
+
 def step_runtime(state_root: Path) -> Runtime:
-    """The runtime RUN steps use (the Core needs a zygote forked before threads start)."""
+    """The runtime RUN steps use: the isolation core when `prepare_core` ran, else runc."""
+    if _CORE is not None:
+        return _CORE
     from agent.runtime.runc import Runc
 
     return Runc(state_dir=state_root, prefix="gantry-build")

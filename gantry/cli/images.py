@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from agent.images import buildrun
 from agent.images.errors import ImageError
 from agent.images.service import Images
 from gantry.cli.errors import CLIError
@@ -77,6 +78,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     async def work(images: Images) -> Any:
         return await images.build(context, args.tag, gantryfile=gantryfile)
 
+    # RUN steps execute in Gantry's isolation core (forked now, before any thread).
+    buildrun.prepare_core(store_root(args) / "core")
     result = _run(args, work)
     for i, step in enumerate(result.steps, 1):
         print(f"step {i}/{len(result.steps)}: {step.text}{'  (cached)' if step.cached else ''}")
