@@ -96,6 +96,8 @@ class LabCluster:
         return toml_table("proxy", {
             "listen": f"{self.ctl}:{PROXY_PORT}", "admin": f"{self.ctl}:{PROXY_ADMIN_PORT}",
             "controller": ",".join(self.controllers), "workers": 1, "proxy_id": "proxy-1",
+            # one LAN hop: a node that stops answering SYNs is known within half a second
+            "connect_timeout": 0.5,
         })  # fmt: skip
 
     # -- processes --------------------------------------------------------------
