@@ -31,7 +31,9 @@ import argparse
 import json
 import re
 import secrets
+import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +48,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gantry import loadgen  # noqa: E402
+from gantry import loadgen, netlab  # noqa: E402
 from gantry.labcluster import LabCluster  # noqa: E402
 
 T = TypeVar("T")
@@ -286,12 +288,14 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="gantry-bench-rollout-"))
     c = LabCluster("gb" + secrets.token_hex(3), workdir)
     left: list[str] = []
+    keep = False  # the workdir (logs) stays when the bench fails
     try:
         c.start()
         print(f"cluster {c.prefix} up in {time.monotonic() - started:.1f}s", file=sys.stderr)
         rows, figures = run(c, args.quick, args.weight)
-    except BenchError as exc:
+    except (BenchError, RuntimeError, netlab.LabError, subprocess.SubprocessError) as exc:
         print(f"bench failed: {exc} (logs in {workdir})", file=sys.stderr)
+        keep = True
         return 1
     except KeyboardInterrupt:
         print("interrupted; destroying the cluster", file=sys.stderr)
@@ -300,6 +304,8 @@ def main() -> int:
         left = c.destroy()
         if left:
             print(f"left behind: {left}", file=sys.stderr)
+        elif not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
     print(
         f"three-node lab cluster, constant load through the proxy ({time.monotonic() - started:.0f}s)"
     )
