@@ -23,6 +23,12 @@ STATUS = re.compile(r"rollout:\s+(\w+) (\w+), step (\d+)")
 WEIGHT = re.compile(r"canary (\d+)%")
 
 
+def settled(mn: Any, c: LabCluster, name: str, want: int, **kw: Any) -> Any:
+    """Ready replicas once nothing else (no draining leftover) is listed."""
+    reps = mn.ready_on(c, name, want, **kw)
+    return reps if reps and len(mn.replicas(c, name)) == want else None
+
+
 def revision(mn: Any, c: LabCluster, name: str) -> int:
     return int(mn.get_deployment(c, name).get("status", {}).get("revision", 0))
 
@@ -49,7 +55,7 @@ def test_scale_3_9_3_spreads_over_all_nodes_and_fails_no_request(
         c.gantry("scale", "scale", "--replicas", "3")
         three = mn.wait_for(
             "back to 3",
-            lambda: len(mn.replicas(c, "scale")) == 3 and mn.ready_on(c, "scale", 3),
+            lambda: settled(mn, c, "scale", 3),
             timeout=120,
         )
         kept = {r["name"] for r in three}
@@ -78,7 +84,7 @@ def test_rolling_update_fails_no_request_history_and_undo(cluster: LabCluster, m
         )
         done = mn.wait_for(
             "every replica on the new revision",
-            lambda: mn.ready_on(c, "roll", 3, revision=rev2),
+            lambda: settled(mn, c, "roll", 3, revision=rev2),
             timeout=150,
         )
         names = {r["name"] for r in done}
@@ -97,7 +103,7 @@ def test_rolling_update_fails_no_request_history_and_undo(cluster: LabCluster, m
         mn.wait_for("revision back to 1", lambda: revision(mn, c, "roll") == rev1)
         mn.wait_for(
             "every replica back on v1",
-            lambda: mn.ready_on(c, "roll", 3, revision=rev1),
+            lambda: settled(mn, c, "roll", 3, revision=rev1),
             timeout=150,
         )
         assert mn.get_deployment(c, "roll")["spec"]["template"]["image"].endswith("/hello:v1")
@@ -191,6 +197,7 @@ def test_healthy_canary_is_promoted_by_its_analysis(cluster: LabCluster, mn: Any
         share = loadgen.share(window, "v2")
         assert len(ok) >= 300, f"only {len(ok)} answers in the weight step"
         assert abs(share - 0.20) <= 0.04, f"v2 got {share:.1%} of {len(ok)} answers at weight 20%"
+        mn.wait_for("the old replicas gone", lambda: settled(mn, c, "canok", 3), timeout=60)
         t1 = time.monotonic()
         mn.wait_for("200 answers after the promotion", lambda: len(ld.since(t1)) >= 200)
         assert {a.version for a in ld.since(t1) if a.status == 200} == {"v2"}
@@ -235,11 +242,11 @@ def test_failing_canary_is_aborted_and_traffic_returns_to_stable(
             lambda: not [r for r in mn.replicas(c, "canbad") if r.get("track") == "canary"] or None,
             timeout=60,
         )
-        settled = before + window_s
+        t_settled = before + window_s
         mn.wait_for(
-            "answers after one analysis window", lambda: len(ld.since(settled)) >= 200, timeout=60
+            "answers after one analysis window", lambda: len(ld.since(t_settled)) >= 200, timeout=60
         )
-        late = ld.since(settled)
+        late = ld.since(t_settled)
         assert not [a for a in late if a.version == "v2" or a.status != 200], mn.fail_text(late)
         assert {a.version for a in late} == {"v1"}
         status = c.gantry("rollout", "status", "canbad").stdout
