@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,11 +146,20 @@ class Row:
     requests: int
     failed: int
     note: str = ""
+    failures: str = ""
 
 
 def phase_row(ld: loadgen.Load, phase: str, t0: float, t1: float, note: str = "") -> Row:
     window = [a for a in ld.since(t0) if a.at <= t1]
-    return Row(phase, t1 - t0, len(window), sum(1 for a in window if a.status != 200), note)
+    bad = [a for a in window if a.status != 200]
+    first: dict[str, float] = {}
+    kinds: Counter[str] = Counter()
+    for a in bad:
+        kind = f"{a.status or 'no answer'} {a.error}".strip()
+        kinds[kind] += 1
+        first.setdefault(kind, a.at - t0)
+    what = "; ".join(f"{n} x {k} (first at +{first[k]:.2f}s)" for k, n in kinds.items())
+    return Row(phase, t1 - t0, len(window), len(bad), note, what)
 
 
 def run(c: LabCluster, quick: bool, weight: int) -> tuple[list[Row], dict[str, Any]]:
@@ -293,6 +303,7 @@ def main() -> int:
         c.start()
         print(f"cluster {c.prefix} up in {time.monotonic() - started:.1f}s", file=sys.stderr)
         rows, figures = run(c, args.quick, args.weight)
+        keep = any(r.failed for r in rows)  # logs to explain the failures
     except (BenchError, RuntimeError, netlab.LabError, subprocess.SubprocessError) as exc:
         print(f"bench failed: {exc} (logs in {workdir})", file=sys.stderr)
         keep = True
@@ -312,6 +323,11 @@ def main() -> int:
     print(f"{'phase':<18}{'seconds':>9}{'requests':>10}{'failed':>8}  note")
     for r in rows:
         print(f"{r.phase:<18}{r.seconds:>9.2f}{r.requests:>10}{r.failed:>8}  {r.note}")
+    for r in rows:
+        if r.failures:
+            print(f"failed in {r.phase}: {r.failures}")
+    if keep:
+        print(f"logs kept in {workdir}")
     print(json.dumps({k: figures.get(k) for k in (
         "total_requests", "failed_requests", "scale_to_serving_s", "canary_weight_set",
         "canary_share_measured", "node_loss_to_serving_s")}))  # fmt: skip
