@@ -1,6 +1,6 @@
 """Rollout figures on a three-node cluster of network-namespace hosts, under load.
 
-    .venv/bin/python bench/rollout.py [--quick] [--weight 20]
+    .venv/bin/python bench/rollout.py [--quick] [--weight 20] [--canary-replicas 2]
 
 Starts its own gantry.labcluster.LabCluster (prefix "gb" + 6 hex chars: etcd,
 registry, two controllers, three agents, the proxy) and runs constant load
@@ -11,8 +11,8 @@ while it performs, one after the other:
   maxUnavailable 0); scale_to_serving_s = from the `gantry scale` command to
   the moment the last of the 10 replicas first answered through the proxy;
 * a rolling update of `web` from hello:v1 to hello:v2;
-* a canary of deployment `can` (Canary strategy: setWeight, analysis, pause)
-  promoted by its own analysis; canary_share_measured = the share of v2
+* a canary of deployment `can` (Canary strategy: setWeight, analysis, pause;
+  2 canary replicas unless --canary-replicas) promoted by its own analysis; canary_share_measured = the share of v2
   answers while the weight was held (percent);
 * a canary of `can` aborted by hand (`gantry rollout abort`) while it serves;
 * the loss of node n1 (its link cut: agent and containers unreachable);
@@ -162,7 +162,9 @@ def phase_row(ld: loadgen.Load, phase: str, t0: float, t1: float, note: str = ""
     return Row(phase, t1 - t0, len(window), len(bad), note, what)
 
 
-def run(c: LabCluster, quick: bool, weight: int) -> tuple[list[Row], dict[str, Any]]:
+def run(
+    c: LabCluster, quick: bool, weight: int, canary_replicas: int
+) -> tuple[list[Row], dict[str, Any]]:
     b = Bench(c)
     rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     window = 6 if quick else 15
@@ -170,7 +172,7 @@ def run(c: LabCluster, quick: bool, weight: int) -> tuple[list[Row], dict[str, A
              {"analysis": {"maxErrorRate": 0.05, "maxP99Ms": 2000, "windowSeconds": window,
                            "minRequests": 30}},
              {"pause": {"duration": "3s"}}]  # fmt: skip
-    canary = {"type": "Canary", "canary": {"replicas": 1, "steps": steps}}
+    canary = {"type": "Canary", "canary": {"replicas": canary_replicas, "steps": steps}}
     b.apply(manifest(c, "web", "hello:v1", 3, rolling))
     b.apply(manifest(c, "can", "hello:v1", 3, canary))
     wait_for("web 3/3 ready", lambda: b.ready("web", 3))
@@ -238,7 +240,7 @@ def run(c: LabCluster, quick: bool, weight: int) -> tuple[list[Row], dict[str, A
         t_after = time.monotonic()
         wait_for("v2 answering after the promotion", lambda: len(can.since(t_after)) > 100)
         rows.append(phase_row(can, "canary promote", t_can, time.monotonic(),
-                              f"{outcome[5:]}; v2 {100 * share:.1f}% of {len(in_step)} at weight {weight}%"))  # fmt: skip
+                              f"{outcome[5:]} (x{canary_replicas}); v2 {100 * share:.1f}% of {len(in_step)} at weight {weight}%"))  # fmt: skip
 
         print("canary of can aborted by hand", file=sys.stderr, flush=True)
         t_ab = time.monotonic()
@@ -286,7 +288,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter canary analysis (< 120 s)")
     parser.add_argument("--weight", type=int, default=20, help="canary weight, percent")
+    parser.add_argument(
+        "--canary-replicas",
+        type=int,
+        default=2,
+        help="canary replicas (with 1, a connect to it that fails has no other to retry on)",
+    )
     args = parser.parse_args()
+    if args.canary_replicas < 1:
+        parser.error(f"--canary-replicas: expected >= 1, got {args.canary_replicas}")
     if not 1 <= args.weight <= 99:
         parser.error(f"--weight: expected 1..99, got {args.weight}")
 
@@ -302,7 +312,7 @@ def main() -> int:
     try:
         c.start()
         print(f"cluster {c.prefix} up in {time.monotonic() - started:.1f}s", file=sys.stderr)
-        rows, figures = run(c, args.quick, args.weight)
+        rows, figures = run(c, args.quick, args.weight, args.canary_replicas)
         keep = any(r.failed for r in rows)  # logs to explain the failures
     except (BenchError, RuntimeError, netlab.LabError, subprocess.SubprocessError) as exc:
         print(f"bench failed: {exc} (logs in {workdir})", file=sys.stderr)

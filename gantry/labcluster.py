@@ -96,7 +96,10 @@ class LabCluster:
         return toml_table("proxy", {
             "listen": f"{self.ctl}:{PROXY_PORT}", "admin": f"{self.ctl}:{PROXY_ADMIN_PORT}",
             "controller": ",".join(self.controllers), "workers": 1, "proxy_id": "proxy-1",
-            # one LAN hop: a node that stops answering SYNs is known within half a second
+            # One LAN hop: a node whose link is cut costs a request 0.5 s before its
+            # retry (the 2 s default stalls every client of a lost node for seconds).
+            # Below the kernel's 1 s SYN retransmission, so a SYN dropped by a full
+            # accept queue fails the attempt too; the retry goes to another endpoint.
             "connect_timeout": 0.5,
         })  # fmt: skip
 
