@@ -416,11 +416,22 @@ class ClientConn(asyncio.Protocol):
         req.up = None
         track = req.choice.track
         key = RequestKey(override="always" if track == "canary" else "never")
-        if not self._dispatch(req, route, key, answer=False):
+        if not self._dispatch(req, route, key, answer=False) and not self._retry_other_track(
+            req, route
+        ):
             proxy.budget.tokens += 1.0  # not spent after all
             return False
         proxy.metrics.retry(req.deployment)
         return True
+
+    def _retry_other_track(self, req: Request, route: Any) -> bool:
+        """No other endpoint of the version chosen by weight (a one-replica canary):
+        the request never reached a backend, so the other version may answer it.
+        A version forced by the X-Gantry-Canary header stays forced."""
+        if req.info is not None and _override(req.info.override) is not None:
+            return False
+        other = "never" if req.choice is not None and req.choice.track == "canary" else "always"
+        return self._dispatch(req, route, RequestKey(override=other), answer=False)
 
     # -- upstream events (Exchange) -------------------------------------------
     def client_write(self, out: list[bytes]) -> None:

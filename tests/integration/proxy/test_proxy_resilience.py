@@ -62,6 +62,25 @@ def test_connect_failure_is_retried_on_another_endpoint(
     assert stats["upstream_errors"]["web"]["connect"] >= 2
 
 
+def test_a_lone_canary_that_refuses_is_retried_on_stable_unless_forced(
+    servers: Servers, launch: Callable[..., Proxy]
+) -> None:
+    stable = servers.backend("stable")
+    dead_canary = free_port()  # a one-replica canary whose connection fails
+    disc = servers.discovery()
+    servers.publish(
+        disc, 1, [route("web", [(stable, "stable"), (dead_canary, "canary")], canary_weight=100)]
+    )
+    p = launch([disc.address], outlier_consecutive=100)
+    p.wait_table(1)
+    for _ in range(3):
+        status, _, data = http(p, "/echo")
+        assert status == 200, data
+        assert json.loads(data)["backend"] == "stable"
+    forced, _, body = http(p, "/echo", headers={"X-Gantry-Canary": "always"})
+    assert forced == 502 and f"connect to 127.0.0.1:{dead_canary} failed".encode() in body
+
+
 def test_only_endpoint_refusing_gives_502_saying_why(
     servers: Servers, launch: Callable[..., Proxy]
 ) -> None:
