@@ -102,6 +102,14 @@ def ready(state_dir: Path, name: str, want: int, image: str | None = None) -> bo
     return bool(status.get("readyReplicas", 0) == want and status.get("replicas", 0) == want)
 
 
+def replicas_of(state_dir: Path, names: tuple[str, ...]) -> list[dict[str, object]]:
+    out = gantry("get", "replicas", "-o", "json", state_dir=state_dir, check=False, quiet=True)
+    try:
+        return [r for r in json.loads(out) if r.get("deployment") in names]
+    except ValueError:
+        return []
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -121,6 +129,11 @@ def main() -> int:
     manifest = MANIFEST.read_text().replace("127.0.0.1:15000", registry)
     applied = state / "shop.yaml"
     applied.write_text(manifest)
+
+    if gantry("get", "deployments", "web", state_dir=state, check=False, quiet=True).strip():
+        say("   (a shop from an earlier run is there: removing it for a fresh start)")
+        gantry("delete", "-f", str(applied), state_dir=state, check=False)
+        wait_for("the old shop's replicas gone", lambda: not replicas_of(state, ("web", "api")))
 
     say("2. One file, one command: the shop (web + api) from deploy/examples/shop.yaml")
     gantry("apply", "-f", str(applied), state_dir=state)
