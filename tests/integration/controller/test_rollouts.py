@@ -90,3 +90,49 @@ async def test_canary_promote_abort_and_undo(controllers) -> None:
 async def _has_canary(api: Api, name: str, revision: int) -> bool:
     reps = await api.replicas(name)
     return any(r.track == "canary" and r.revision == revision and r.ready for r in reps)
+
+
+async def test_a_controller_restart_mid_canary_resumes_it(controllers) -> None:
+    c1 = controllers("c1")
+    async with Fleet() as fleet:
+        for n in ("n1", "n2"):
+            fleet.agent(n, [c1.address])
+        api = Api(fleet.client([c1.address]))
+        await wait_for(lambda: api.nodes_ready(2), deadline=30, what="2 nodes")
+        await api.apply(deployment("web", 2, host="web.test"))
+        await wait_for(lambda: api.converged("web", 2), deadline=30, what="2 ready")
+        await api.call(
+            "StartCanary",
+            cluster_pb2.StartCanaryRequest(name="web", image="busybox:2", weight=30, replicas=1),
+        )
+
+        async def paused_at_weight() -> bool:
+            st = await api.call("RolloutStatus", cluster_pb2.RolloutRequest(name="web"))
+            route = await _route(api, "web")
+            return st.rollout.phase == "Paused" and route.canary_weight == 30
+
+        await wait_for(paused_at_weight, deadline=40, what="canary paused at weight 30")
+        before = await api.call("RolloutStatus", cluster_pb2.RolloutRequest(name="web"))
+        canaries = {r.name for r in await api.replicas("web") if r.track == "canary"}
+
+        c1.kill9()
+        c1.start()  # the same controller, started again: everything comes from etcd
+
+        await wait_for(paused_at_weight, deadline=60, what="the canary resumed after the restart")
+        after = await api.call("RolloutStatus", cluster_pb2.RolloutRequest(name="web"))
+        assert (after.rollout.step, after.rollout.canary_revision) == (
+            before.rollout.step,
+            before.rollout.canary_revision,
+        )
+        assert {r.name for r in await api.replicas("web") if r.track == "canary"} == canaries
+
+        await api.call("Promote", cluster_pb2.RolloutRequest(name="web"))
+
+        async def promoted() -> bool:
+            reps = await api.replicas("web")
+            st = await api.call("RolloutStatus", cluster_pb2.RolloutRequest(name="web"))
+            return st.rollout.phase == "Succeeded" and all(
+                r.revision == 2 and r.ready for r in reps
+            )
+
+        await wait_for(promoted, deadline=60, what="promotion after the restart")
