@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.images.demo import BUSYBOX_CONFIG, make_busybox_rootfs
 from agent.images.service import Images
+from gantry import hostclean
+
+BUILD_PREFIX = "gantry-build"  # RUN steps' containers live under /<this>/<id> cgroups
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_build_cgroups_left() -> Iterator[None]:
+    """RUN steps remove their own cgroups; the runtime leaves the parent, as Docker
+    leaves /docker. Remove it after the module and fail if anything else is left."""
+    yield
+    hostclean.sweep(BUILD_PREFIX)
+    assert hostclean.leftovers(BUILD_PREFIX) == []
 
 
 @pytest.fixture
