@@ -215,6 +215,11 @@ def describe_text(resp: cluster_pb2.DescribeResponse, kind: str) -> str:
         out += [
             "  " + line for line in render("replicas", list(resp.replicas), "wide").splitlines()
         ]
+        out += [
+            f"  {r.name}: {r.reason}: {r.message}"
+            for r in resp.replicas
+            if r.message and not r.ready
+        ]
     else:
         out.append("  <none>")
     out.append("Events:")

@@ -49,3 +49,15 @@ def test_run_manifest_rejects_env_without_equals() -> None:
     )
     with pytest.raises(CLIError, match="expected KEY=VALUE"):
         deploy.run_manifest(args)
+
+
+def test_describe_shows_why_a_replica_is_not_ready() -> None:
+    from gantry.v1 import cluster_pb2
+
+    resp = cluster_pb2.DescribeResponse(
+        deployment=types_pb2.Deployment(metadata=types_pb2.ObjectMeta(name="ghost")),
+        replicas=[types_pb2.Replica(name="ghost-abcde", deployment="ghost", phase="Starting",
+                                    reason="ImagePullBackOff", message="reg/nosuch:v9: not found")],
+    )  # fmt: skip
+    text = deploy.describe_text(resp, "deployment")
+    assert "ghost-abcde: ImagePullBackOff: reg/nosuch:v9: not found" in text
