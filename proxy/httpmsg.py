@@ -10,6 +10,7 @@ short plain-text answers the proxy gives itself (400, 404, 408, 431,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 REASONS = {
@@ -200,10 +201,43 @@ class ResponseInfo:
     until_close: bool = False  # the upstream body ends when the upstream closes
 
 
+_rewritten: dict[tuple[object, ...], ResponseInfo] = {}
+
+
+def rewrite_response_cached(
+    status: int,
+    reason: bytes,
+    headers: tuple[tuple[bytes, bytes], ...],
+    *,
+    bodyless: bool,
+    client_http11: bool,
+    keep_alive: bool,
+    set_cookie: bytes | None = None,
+) -> ResponseInfo:
+    """`rewrite_response` memoized, for a head the upstream side has seen before
+    (a tuple of headers: hashable, and the same objects again, so cheap to hash)."""
+    key = (status, headers, bodyless, client_http11, keep_alive, set_cookie)
+    info = _rewritten.get(key)
+    if info is None:
+        info = rewrite_response(
+            status,
+            reason,
+            headers,
+            bodyless=bodyless,
+            client_http11=client_http11,
+            keep_alive=keep_alive,
+            set_cookie=set_cookie,
+        )
+        if len(_rewritten) >= 1024:
+            _rewritten.clear()
+        _rewritten[key] = info
+    return info
+
+
 def rewrite_response(
     status: int,
     reason: bytes,
-    headers: list[tuple[bytes, bytes]],
+    headers: Sequence[tuple[bytes, bytes]],
     *,
     bodyless: bool,
     client_http11: bool,

@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, cast
 
 import httptools
@@ -400,7 +401,7 @@ class ClientConn(asyncio.Protocol):
             req.pending_size = 0
             req.sent_body = True
             self._resume(P_PENDING)
-        conn.send(self, out)
+        conn.send(self, out, fast=req.method != b"HEAD" and not info.upgrade)
 
     def _retry(self, req: Request, failed_key: str) -> bool:
         """Once, on another endpoint, if nothing unsafe was sent and the budget allows."""
@@ -444,7 +445,9 @@ class ClientConn(asyncio.Protocol):
             else:
                 self.transport.writelines(out)
 
-    def up_head(self, conn: UpstreamConn, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def up_head(
+        self, conn: UpstreamConn, status: int, headers: Sequence[tuple[bytes, bytes]]
+    ) -> None:
         req = self.queue[0] if self.queue else None
         if req is None or req.up is not conn:
             return
@@ -459,15 +462,26 @@ class ClientConn(asyncio.Protocol):
         )
         if status == 101 and not req.upgrading and req.info is not None and req.info.upgrade:
             req.upgrading = True
-        resp = httpmsg.rewrite_response(
-            status,
-            conn.reason,
-            headers,
-            bodyless=bodyless,
-            client_http11=req.http11,
-            keep_alive=req.keep_alive and not self.upgraded,
-            set_cookie=cookie,
-        )
+        if isinstance(headers, tuple):  # a head the upstream side has seen before
+            resp = httpmsg.rewrite_response_cached(
+                status,
+                conn.reason,
+                headers,
+                bodyless=bodyless,
+                client_http11=req.http11,
+                keep_alive=req.keep_alive and not self.upgraded,
+                set_cookie=cookie,
+            )
+        else:
+            resp = httpmsg.rewrite_response(
+                status,
+                conn.reason,
+                headers,
+                bodyless=bodyless,
+                client_http11=req.http11,
+                keep_alive=req.keep_alive and not self.upgraded,
+                set_cookie=cookie,
+            )
         req.framing = resp.framing
         req.until_close = resp.until_close
         if resp.framing == "close":
@@ -498,7 +512,7 @@ class ClientConn(asyncio.Protocol):
             return
         if req.framing == "chunked":
             conn.out.append(httpmsg.LAST_CHUNK)
-        self._finish(req, conn, reusable=conn.parser.should_keep_alive())
+        self._finish(req, conn, reusable=conn.keep_alive)
 
     def up_upgrade(self, conn: UpstreamConn, rest: bytes) -> None:
         req = self.queue[0] if self.queue else None

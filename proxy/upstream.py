@@ -11,6 +11,7 @@ nothing of routing, metrics or clients.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Protocol, cast
 
@@ -19,7 +20,7 @@ import httptools
 
 class Exchange(Protocol):
     def up_head(
-        self, conn: UpstreamConn, status: int, headers: list[tuple[bytes, bytes]]
+        self, conn: UpstreamConn, status: int, headers: Sequence[tuple[bytes, bytes]]
     ) -> None: ...
     def up_body(self, conn: UpstreamConn, data: bytes) -> None: ...
     def up_done(self, conn: UpstreamConn) -> None: ...
@@ -32,6 +33,16 @@ class Exchange(Protocol):
 # Reason phrases by status (the upstream's own phrase is not kept: it costs a
 # parser callback per response and HTTP/2 dropped them anyway).
 REASONS = {int(s): s.phrase.encode() for s in HTTPStatus}
+
+# Answer heads seen before, byte for byte (a backend repeats its head but for
+# the Date, which changes once a second): raw head -> what httptools made of it
+# (status, headers, Content-Length, keep-alive). Only plain HTTP/1.1 answers
+# with one Content-Length and no Transfer-Encoding are kept; a hit skips the
+# parser and frames the body by counting bytes. Any byte of difference is a
+# miss, handled by httptools as before.
+_CRLF2 = b"\r\n\r\n"
+_HEADS_MAX = 512
+_heads: dict[bytes, tuple[int, tuple[tuple[bytes, bytes], ...], int, bool]] = {}
 
 
 class UpstreamConn(asyncio.Protocol):
@@ -51,6 +62,10 @@ class UpstreamConn(asyncio.Protocol):
         "out",
         "skip_body",
         "status",
+        "fast",
+        "remaining",
+        "keep_alive",
+        "raw_head",
     )
 
     def __init__(self, key: str, pool: Pool) -> None:
@@ -69,6 +84,10 @@ class UpstreamConn(asyncio.Protocol):
         self.out: list[bytes] = []  # bytes for the client, flushed once per read
         self.skip_body = False
         self.status = 0
+        self.fast = False  # the exchange allows the head cache for this answer
+        self.remaining = 0  # cached head: body bytes still to come
+        self.keep_alive = False  # the last complete answer allows reuse
+        self.raw_head: bytes | None = None  # being parsed: to remember if plain
 
     # -- asyncio.Protocol --------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -82,6 +101,19 @@ class UpstreamConn(asyncio.Protocol):
         if owner is None:  # bytes while idle: the connection is not reusable
             self.close()
             return
+        if self.remaining:
+            self._counted_body(owner, data)
+            return
+        if not self.got_bytes and self.fast:
+            self.got_bytes = True
+            end = data.find(_CRLF2)
+            if end > 0:
+                raw = data[: end + 4]
+                seen = _heads.get(raw)
+                if seen is not None:
+                    self._known_head(owner, seen, data[end + 4 :])
+                    return
+                self.raw_head = raw
         self.got_bytes = True
         try:
             self.parser.feed_data(data)
@@ -101,6 +133,62 @@ class UpstreamConn(asyncio.Protocol):
             self.owner.up_upgrade(self, b"")
             return
         self.flush()
+
+    def _known_head(
+        self,
+        owner: Exchange,
+        seen: tuple[int, tuple[tuple[bytes, bytes], ...], int, bool],
+        rest: bytes,
+    ) -> None:
+        status, headers, length, keep = seen
+        self.status = status
+        self.reason = REASONS.get(status, b"Unknown")
+        owner.up_head(self, status, headers)
+        if self.owner is not owner:
+            return
+        self.keep_alive = keep
+        self.remaining = length
+        if rest or not length:
+            self._counted_body(owner, rest)
+
+    def _counted_body(self, owner: Exchange, data: bytes) -> None:
+        """Body bytes of an answer whose head came from `_heads`, framed by count."""
+        n = len(data)
+        left = self.remaining
+        if n < left:
+            self.remaining = left - n
+            owner.up_body(self, data)
+            self.flush()
+            return
+        self.remaining = 0
+        if n > left:  # bytes beyond the answer: the connection is not reusable
+            data = data[:left]
+            self.keep_alive = False
+        if data:
+            owner.up_body(self, data)
+        owner.up_done(self)
+        self.flush()
+
+    def _remember(self, raw: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """After httptools parsed `raw`: keep it if it is a plain Content-Length answer."""
+        if status < 200 or status == 204 or status == 304 or status > 599:
+            return
+        if self.parser.get_http_version() != "1.1":
+            return
+        length = -1
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                if length >= 0 or not value.isdigit():
+                    return
+                length = int(value)
+            elif lname == b"transfer-encoding":
+                return
+        if length < 0:
+            return
+        if len(_heads) >= _HEADS_MAX:
+            _heads.clear()
+        _heads[raw] = (status, tuple(headers), length, self.parser.should_keep_alive())
 
     def flush(self) -> None:
         if self.out and self.owner is not None:
@@ -126,6 +214,10 @@ class UpstreamConn(asyncio.Protocol):
             self.owner.up_resume_writing()
 
     # -- httptools callbacks ----------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.owner is None:  # another answer after the one we asked for: unusable
+            self.close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
@@ -133,9 +225,12 @@ class UpstreamConn(asyncio.Protocol):
         headers, self.headers = self.headers, []
         self.status = status = self.parser.get_status_code()
         self.reason = REASONS.get(status, b"Unknown")
+        raw, self.raw_head = self.raw_head, None
         if 100 <= status < 200 and status != 101:
             self.skip_body = True  # 100 Continue, 103 Early Hints: swallowed
             return
+        if raw is not None:
+            self._remember(raw, status, headers)
         if self.owner is not None:
             self.owner.up_head(self, status, headers)
 
@@ -148,14 +243,20 @@ class UpstreamConn(asyncio.Protocol):
             self.skip_body = False
             return
         if self.owner is not None and self.status != 101:
+            self.keep_alive = self.parser.should_keep_alive()
             self.owner.up_done(self)
 
     # -- used by the exchange ---------------------------------------------
-    def send(self, owner: Exchange, data: list[bytes]) -> None:
+    def send(self, owner: Exchange, data: list[bytes], *, fast: bool = False) -> None:
+        """Send a request; `fast` allows the head cache for its answer (not for HEAD
+        or Upgrade requests, whose answers only the parser may judge)."""
         self.owner = owner
         self.got_bytes = False
         self.skip_body = False
         self.status = 0
+        self.fast = fast
+        self.remaining = 0
+        self.raw_head = None
         assert self.transport is not None
         if len(data) == 1:
             self.transport.write(data[0])
