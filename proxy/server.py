@@ -35,6 +35,14 @@ log = logging.getLogger("gantry.proxy")
 _PENDING_LIMIT = 256 * 1024  # buffered request body before the client is paused
 _now = time.monotonic
 
+# Body-less request heads seen before, byte for byte (a client repeats its
+# requests): one read holding exactly one such head -> what parsing it gave
+# (the peer it came from, since X-Forwarded-For names it). A hit skips httptools
+# and the header rewrite; routing, selection and metrics still run per request.
+_HEAD_CACHE_MAX = 1024
+_HEAD_CACHE_BYTES = 2048  # longer heads are not kept
+_req_heads: dict[bytes, tuple[str, bytes, bytes, bool, bool, httpmsg.RequestInfo]] = {}
+
 # Reasons a client connection's reading is paused (a bit mask).
 P_QUEUE, P_PENDING, P_UPSTREAM, P_UPGRADE = 1, 2, 4, 8
 
@@ -142,6 +150,8 @@ class ClientConn(asyncio.Protocol):
         self.closing = False
         self.tunnel: UpstreamConn | None = None
         self.upgraded = False
+        self.begun = 0  # messages begun during one feed of the parser
+        self.known: tuple[str, bytes, bytes, bool, bool, httpmsg.RequestInfo] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -176,6 +186,14 @@ class ClientConn(asyncio.Protocol):
             return
         if self.closing:
             return
+        whole = self.cur is None and not self.in_head and len(data) <= _HEAD_CACHE_BYTES
+        if whole:
+            seen = _req_heads.get(data)
+            if seen is not None and seen[0] == self.peer:
+                self._known_request(seen)
+                return
+            self.begun = 0
+            self.known = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -196,6 +214,12 @@ class ClientConn(asyncio.Protocol):
             else:
                 self._reject(400, f"malformed request ({exc})")
         else:
+            known, self.known = self.known, None
+            if whole and known is not None and self.begun == 1 and self.cur is None:
+                # `data` was exactly one complete body-less request: remember it.
+                if len(_req_heads) >= _HEAD_CACHE_MAX:
+                    _req_heads.clear()
+                _req_heads[data] = known
             if self.in_head:
                 self.raw_head += len(data)
                 if self.raw_head > self.proxy.settings.max_header_bytes:
@@ -216,6 +240,7 @@ class ClientConn(asyncio.Protocol):
 
     # -- httptools callbacks (request side) ---------------------------------
     def on_message_begin(self) -> None:
+        self.begun += 1
         self.cur = Request()
         self.in_head = True
         self.head_size = 0
@@ -253,6 +278,27 @@ class ClientConn(asyncio.Protocol):
         req.headers = []
         req.has_body = info.chunked or bool(info.content_length)
         req.body_done = not req.has_body
+        if self.begun == 1 and not req.has_body and info.upgrade is None:
+            keep = parser.should_keep_alive()
+            self.known = (self.peer, req.method, req.url, keep, req.http11, info)
+        self._enqueue(req)
+
+    def _known_request(
+        self, seen: tuple[str, bytes, bytes, bool, bool, httpmsg.RequestInfo]
+    ) -> None:
+        """A request head seen before: what parsing and rewriting it gave, without either."""
+        _, method, url, keep, http11, info = seen
+        req = Request()
+        req.method = method
+        req.url = url
+        req.keep_alive = keep and not self.proxy.draining
+        req.http11 = http11
+        req.info = info
+        req.body_done = True
+        self.deadline_kind = ""
+        self._enqueue(req)
+
+    def _enqueue(self, req: Request) -> None:
         req.started = _now()
         self.queue.append(req)
         if len(self.queue) == 1:

@@ -80,3 +80,41 @@ def test_repeated_head_framed_by_count(
         assert headers.get("connection") == "keep-alive"
     # Reused only after an answer that ended exactly where its length said.
     assert len(accepted) == (1 if reused else n), accepted
+
+
+def test_repeated_request_head_still_chosen_and_counted_per_request(
+    servers: Servers, launch: Callable[..., Proxy]
+) -> None:
+    """The same request bytes again (the request head cache): the canary choice, the
+    sticky cookie, X-Forwarded-For and the counters are still made per request."""
+    import http.client as hc
+    import json
+
+    stable, canary = servers.backend("stable"), servers.backend("canary")
+    disc = servers.discovery()
+    servers.publish(
+        disc, 1, [route("web", [(stable, "stable"), (canary, "canary")], canary_weight=50)]
+    )
+    p = launch([disc.address])
+    p.wait_table(1)
+    conn = hc.HTTPConnection("127.0.0.1", p.port, timeout=30)
+    seen: dict[str, int] = {}
+    cookies = set()
+    n = 40
+    try:
+        for _ in range(n):  # identical bytes each time, one request per read
+            status, headers, body = http(p, "/same", conn=conn)
+            assert status == 200
+            answer = json.loads(body)
+            assert answer["path"] == "/same"
+            assert answer["headers"]["X-Forwarded-For"] == "127.0.0.1"
+            seen[answer["backend"]] = seen.get(answer["backend"], 0) + 1
+            cookies.add(headers.get("set-cookie"))
+        status, _, body = http(p, "/same", conn=conn, headers={"X-Gantry-Canary": "always"})
+        assert status == 200 and json.loads(body)["backend"] == "canary"
+    finally:
+        conn.close()
+    assert set(seen) == {"stable", "canary"}, seen  # 50 % split: both, per request
+    assert len(cookies) > 2, cookies  # a fresh random bucket for each cookie-less request
+    stats = p.admin_json("/admin/stats")["deployments"]["web"]
+    assert sum(t["requests"] for t in stats.values()) == n + 1, stats
