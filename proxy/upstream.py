@@ -42,6 +42,7 @@ REASONS = {int(s): s.phrase.encode() for s in HTTPStatus}
 # miss, handled by httptools as before.
 _CRLF2 = b"\r\n\r\n"
 _HEADS_MAX = 512
+_HEAD_BYTES = 4096  # longer heads are not kept
 _heads: dict[bytes, tuple[int, tuple[tuple[bytes, bytes], ...], int, bool]] = {}
 
 
@@ -106,7 +107,7 @@ class UpstreamConn(asyncio.Protocol):
             return
         if not self.got_bytes and self.fast:
             self.got_bytes = True
-            end = data.find(_CRLF2)
+            end = data.find(_CRLF2, 0, _HEAD_BYTES)
             if end > 0:
                 raw = data[: end + 4]
                 seen = _heads.get(raw)
