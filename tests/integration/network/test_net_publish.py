@@ -62,13 +62,13 @@ def nft_table(prefix: str) -> str:
 @pytest.mark.parametrize("which", ["core", "runc"])
 async def test_published_port_answers_then_goes_with_the_container(
     which: str,
-    net_core: Core,
-    net_runc: Runc,
-    net_busybox_root: Path,
+    core: Core,
+    runc: Runc,
+    busybox_root: Path,
     tmp_path: Path,
     host_prefix: str,
 ) -> None:
-    rt = net_core if which == "core" else net_runc
+    rt = core if which == "core" else runc
     subnet = random_subnet()
     net = NodeNetwork(NetworkConfig(state_dir=tmp_path / "net", prefix=host_prefix, subnet=subnet))
     node = net.gateway  # the node's address in this test: the bridge's
@@ -88,7 +88,7 @@ async def test_published_port_answers_then_goes_with_the_container(
             netns_path=att.netns_path,
             cgroups_path=f"/{host_prefix}/{cid}",
         )
-        bundle = make_bundle(tmp_path, cid, net_busybox_root, opts)
+        bundle = make_bundle(tmp_path, cid, busybox_root, opts)
         await rt.create(cid, bundle, io_for(tmp_path, cid))
         try:
             await rt.start(cid)

@@ -97,13 +97,13 @@ def refused(host: str, port: int) -> bool:
 
 
 def test_published_port_answers_other_hosts(
-    host_sweep: str, tmp_path: Path, net_busybox_root: Path
+    host_sweep: str, tmp_path: Path, busybox_root: Path
 ) -> None:
     lab = netlab.Lab(host_sweep, ["n1", "c1"]).create()
     try:
         node, port = lab.addresses["n1"], 18080
         cfg = {"base": str(tmp_path), "prefix": host_sweep, "subnet": "10.177.3.0/24", "node": node,
-               "port": port, "lower": str(net_busybox_root)}  # fmt: skip
+               "port": port, "lower": str(busybox_root)}  # fmt: skip
         proc = lab.popen("n1", [sys.executable, "-c", NODE, str(ROOT), json.dumps(cfg)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
         try:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from agent.runtime.base import ContainerIO, Runtime
+from agent.runtime.core import Core
+from agent.runtime.runc import Runc
 from agent.runtime.spec import Overlay, SpecOptions, build_spec, write_bundle
 
 BUSYBOX = Path("/bin/busybox")
@@ -88,3 +94,27 @@ def parse_kv(out: str) -> dict[str, str]:
             k, _, v = line.partition(":")
             kv[k.strip()] = v.strip()
     return kv
+
+
+# ---- fixtures shared by the runtime and network tests (their conftests import them)
+
+
+@pytest.fixture(scope="session")
+def busybox_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if os.geteuid() != 0:
+        pytest.fail("runtime and network tests need root (CI runs as root)")
+    return make_busybox_root(tmp_path_factory.mktemp("busybox") / "root")
+
+
+@pytest.fixture
+def core(host_sweep: str, tmp_path: Path) -> Iterator[Core]:
+    c = Core.prefork(state_dir=tmp_path / "core-state", prefix=host_sweep)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def runc(host_sweep: str, tmp_path: Path) -> Runc:
+    return Runc(state_dir=tmp_path / "runc-state", prefix=host_sweep)
