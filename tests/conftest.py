@@ -20,7 +20,14 @@ from gantry import hostclean, procs
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Tests that fork the isolation core's zygote inside the pytest process. Forking
+# a process in which gRPC (or any library) already runs threads can deadlock the
+# child, so these run first, before any other test has started a thread.
+FORKS_IN_PROCESS = ("tests/integration/runtime/", "tests/integration/network/")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not any(d in str(item.path) for d in FORKS_IN_PROCESS))
     for item in items:
         tier = next(
             (p for p in ("unit", "integration", "e2e") if f"tests/{p}/" in str(item.path)), None
