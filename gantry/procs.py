@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -27,10 +28,33 @@ class ServiceError(Exception):
     """A service that cannot start: the message names the fix."""
 
 
+_handed_out: set[int] = set()
+_rng = random.Random()  # its own: tests may seed the module's
+
+
+def _port_pool() -> range:
+    """Ports below the kernel's ephemeral range, so an outgoing connection never holds one."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(10000, low) if low > 12000 else range(61000, 65535)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, never handed out twice by this process.
+
+    bind(0) would hand out an ephemeral port: two calls in a row may return
+    the same one, and a client connection may take it before the server
+    binds. Ports below the ephemeral range, remembered, avoid both.
+    """
+    pool = _port_pool()
+    for _ in range(500):
+        port = _rng.choice(pool)
+        if port not in _handed_out and not port_taken(host, port):
+            _handed_out.add(port)
+            return port
+    raise ServiceError(f"no free port on {host} between {pool.start} and {pool.stop - 1}")
 
 
 def port_taken(host: str, port: int) -> bool:

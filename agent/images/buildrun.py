@@ -35,6 +35,7 @@ def prepare_core(state_root: Path) -> bool:
     as inside a test process, since forking a threaded process is unsafe.
     """
     global _CORE
+    import atexit
     import threading
 
     if _CORE is not None:
@@ -43,7 +44,9 @@ def prepare_core(state_root: Path) -> bool:
         return False
     from agent.runtime.core import Core
 
-    _CORE = Core.prefork(state_dir=state_root, prefix="gantry-build", pool_size=0)
+    core = Core.prefork(state_dir=state_root, prefix="gantry-build", pool_size=0)
+    atexit.register(core.close)  # reap the zygote and close its socket on the way out
+    _CORE = core
     return True
 
 
