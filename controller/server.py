@@ -6,6 +6,10 @@ answer FAILED_PRECONDITION naming the leader) and keeps a Mirror of etcd.
 While it leads, it also runs the reconcile loop and the node lifecycle;
 those stop the moment leadership is lost.
 
+Health follows etcd: the controller is SERVING only while a read of etcd
+answers (checked every second), so a load balancer or `gantry status` sees
+a controller cut off from its store as NOT_SERVING.
+
 Shutdown order: health NOT_SERVING, leave the election (revoking the lease
 hands over at once), stop the gRPC server with a grace period, stop the
 informers, close etcd, stop /metrics.
@@ -25,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from controller.api import ClusterService
 from controller.discovery import DiscoveryService
 from controller.election import Election
+from controller.errors import StoreUnavailable
 from controller.events import Events
 from controller.loop import Loop, RolloutHook
 from controller.metrics import Metrics
@@ -44,11 +49,21 @@ from gantry.v1 import (
 
 log = logging.getLogger(__name__)
 
+ETCD_CHECK_INTERVAL = 1.0
+ETCD_CHECK_TIMEOUT = 2.0
+
 SERVICE_NAMES = (
     cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
     nodes_pb2.DESCRIPTOR.services_by_name["Nodes"].full_name,
     discovery_pb2.DESCRIPTOR.services_by_name["Discovery"].full_name,
 )
+
+
+def health_status(etcd_answers: bool) -> Any:
+    """The grpc.health.v1 status a controller reports."""
+    if etcd_answers:
+        return health_pb2.HealthCheckResponse.SERVING
+    return health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class Controller:
@@ -142,11 +157,35 @@ class Controller:
                 self._metrics_server = self.metrics.serve(self.settings.metrics)
             except (OSError, ValueError) as exc:
                 raise OSError(f"--metrics {self.settings.metrics}: cannot serve: {exc}") from None
-        self._tasks = self.mirror.tasks()
+        self._tasks = [
+            *self.mirror.tasks(),
+            asyncio.create_task(self._follow_etcd(), name="etcd-health"),
+        ]
         self._election_task = asyncio.create_task(self.election.run(self._lead), name="election")
-        for name in ("", *SERVICE_NAMES):
-            await self._set_health(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("controller %s serving on %s", self.settings.ident, self.settings.listen)
+
+    async def _etcd_answers(self) -> bool:
+        try:
+            await asyncio.wait_for(self.store.revision(), ETCD_CHECK_TIMEOUT)
+        except (StoreUnavailable, TimeoutError):
+            return False
+        return True
+
+    async def _follow_etcd(self) -> None:
+        """Keep grpc.health.v1 in step with whether etcd answers; log each change."""
+        serving: bool | None = None
+        while True:
+            ok = await self._etcd_answers()
+            if ok != serving:
+                if serving is not None:
+                    log.warning("etcd %s", "answers again" if ok else "does not answer")
+                await self._set_all(health_status(ok))
+                serving = ok
+            await asyncio.sleep(ETCD_CHECK_INTERVAL)
+
+    async def _set_all(self, status: Any) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self._set_health(name, status)
 
     async def _set_health(self, name: str, status: Any) -> None:
         result = self.health.set(name, status)
@@ -154,8 +193,10 @@ class Controller:
             await result
 
     async def stop(self, grace: float = 3.0) -> None:
-        for name in ("", *SERVICE_NAMES):
-            await self._set_health(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for task in self._tasks:  # the etcd check first: it must not flip health back
+            if task.get_name() == "etcd-health":
+                task.cancel()
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.election.resign()
         if self._election_task is not None:
             self._election_task.cancel()
