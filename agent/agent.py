@@ -106,14 +106,8 @@ class Agent:
         return self.settings.state_dir / "replicas" / f"{cid}.json"
 
     def execer(self, cid: str) -> probes.Execer:
-        runtime_exec = getattr(self.runtime, "exec", None)
-
         async def run(argv: Sequence[str], time_limit: float) -> int:
-            if runtime_exec is not None:
-                code: int = await runtime_exec(cid, argv, time_limit)
-                return code
-            state = await self.runtime.state(cid)
-            return await probes.nsenter_exec(state.pid, argv, time_limit)
+            return await self.runtime.exec(cid, argv, time_limit)
 
         return run
 

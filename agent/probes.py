@@ -6,11 +6,9 @@
 task and calls back with each verdict change. The container lifecycle
 decides what a verdict means (agent/lifecycle.py).
 
-Exec probes: the Runtime protocol has no exec verb, so a command runs in the
-container through `nsenter` into the namespaces (mount, UTS, IPC, net, PID)
-and root of the container's init process, as root, without the container's
-cgroup, capability or seccomp limits. A runtime that offers
-`exec(container_id, argv, timeout)` is used instead.
+Exec probes run through the runtime's `exec(container_id, argv, timeout)`:
+inside the container's namespaces and cgroups, with its capabilities,
+seccomp filter, user, env and cwd (as `runc exec` / `docker exec` do).
 """
 
 from __future__ import annotations
@@ -154,36 +152,6 @@ async def exec_check(execer: Execer, spec: ProbeSpec) -> Result:
     except OSError as exc:
         return Result(False, f"exec {list(spec.command)}: {exc}")
     return Result(code == 0, f"exec {list(spec.command)} -> exit {code}")
-
-
-async def nsenter_exec(pid: int, argv: Sequence[str], time_limit: float) -> int:
-    """Run argv inside the namespaces and root of process `pid`; its exit code."""
-    if pid <= 0:
-        raise OSError("container has no running process")
-    proc = await asyncio.create_subprocess_exec(
-        "nsenter",
-        f"--target={pid}",
-        "--mount",
-        "--uts",
-        "--ipc",
-        "--net",
-        "--pid",
-        "--root",
-        "--wd",
-        "--",
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        async with asyncio.timeout(time_limit):
-            return await proc.wait()
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
 
 
 # ---- the periodic runner ------------------------------------------------------------

@@ -9,6 +9,7 @@ isolation core and runc. Nothing here does I/O.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -72,5 +73,10 @@ class Runtime(Protocol):
         ...
 
     async def wait(self, container_id: str) -> int: ...
+
+    async def exec(self, container_id: str, argv: Sequence[str], time_limit: float) -> int:
+        """argv inside the running container, under its limits; its exit code.
+        TimeoutError (the process killed) after time_limit seconds."""
+        ...
 
     async def list(self) -> list[ContainerState]: ...

@@ -119,19 +119,6 @@ async def test_exec_check(argv: tuple[str, ...], ok: bool, detail: str) -> None:
     assert result.ok is ok and detail in result.detail
 
 
-async def test_nsenter_exec_into_own_namespaces() -> None:
-    # A process of our own: nsenter into its namespaces runs the command there.
-    proc = await asyncio.create_subprocess_exec("sleep", "30")
-    try:
-        assert await probes.nsenter_exec(proc.pid, ["true"], 10) == 0
-        assert await probes.nsenter_exec(proc.pid, ["false"], 10) == 1
-    finally:
-        proc.kill()
-        await proc.wait()
-    with pytest.raises(OSError):
-        await probes.nsenter_exec(0, ["true"], 1)
-
-
 async def test_prober_readiness_flips_with_thresholds(
     http_server: tuple[int, dict[str, int]],
 ) -> None:
