@@ -7,7 +7,8 @@ a worker that dies, and serves the admin port:
 
 * `/healthz` -- 200 "ok" once every worker is up;
 * `/metrics` -- Prometheus text, summed over all workers;
-* `/admin/table` -- the live table as JSON (`proxy.table.table_to_dict`);
+* `/admin/table` -- the table every worker routes by, as JSON
+  (`proxy.table.table_to_dict`);
 * `/admin/stats` -- per deployment and track: requests, 5xx and cumulative
   latency buckets, summed over workers (format in `proxy.metrics`).
 
@@ -118,9 +119,11 @@ class Supervisor:
         self.discovery: DiscoveryClient | None = None
 
     async def on_table(self, table: Table) -> None:
-        self.table = table
-        self.table_json = table_to_json(table)
+        self.table_json = table_to_json(table)  # what every worker (and a restarted one) gets
         await self.push_all()
+        # Shown by /admin/table and /metrics only once every live worker has it,
+        # so a caller that sees version N knows requests are routed by N.
+        self.table = table
 
     async def push_all(self) -> None:
         async with self._push_lock:
