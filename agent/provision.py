@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.settings import AgentSettings
+from gantry import procs
 from gantry.v1 import types_pb2
 
 # ---- the provisioning seam -------------------------------------------------------
@@ -141,12 +142,13 @@ class HostProvisioner:
         await self.images.resolve(image_ref(image, self.settings.registry))
 
     def _host_ports(self, count: int) -> list[int]:
+        """Ports to publish on: not published already, and no listener of the host's on them."""
         taken = {p.host_port for a in self.network.attachments().values() for p in a.ports}
         out: list[int] = []
         for _ in range(len(self.port_range)):
             port = self._next_port
             self._next_port = port + 1 if port + 1 < self.port_range.stop else self.port_range.start
-            if port not in taken and port not in out:
+            if port not in taken and port not in out and not procs.port_taken("0.0.0.0", port):
                 out.append(port)
                 if len(out) == count:
                     return out

@@ -32,13 +32,18 @@ _handed_out: set[int] = set()
 _rng = random.Random()  # its own: tests may seed the module's
 
 
+# The agent publishes containers' ports from 30000 up (agent.settings): stay below.
+PORT_POOL_END = 30000
+
+
 def _port_pool() -> range:
-    """Ports below the kernel's ephemeral range, so an outgoing connection never holds one."""
+    """Ports below the kernel's ephemeral range (so an outgoing connection never holds
+    one) and below the agent's published ports."""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
-    return range(10000, low) if low > 12000 else range(61000, 65535)
+    return range(10000, min(low, PORT_POOL_END))
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from gantry import procs
 from gantry.v1 import cluster_pb2, cluster_pb2_grpc, nodes_pb2, nodes_pb2_grpc
 
 
@@ -99,8 +100,10 @@ class Leader(cluster_pb2_grpc.ClusterServicer):
 async def start(nodes: FakeNodes) -> tuple[grpc.aio.Server, str]:
     server = grpc.aio.server()
     nodes_pb2_grpc.add_NodesServicer_to_server(nodes, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    address = f"127.0.0.1:{port}"
+    # A port below the ephemeral range: a test may bring a server back on it, and
+    # meanwhile no outgoing connection (the agent's own reconnects) can take it.
+    address = f"127.0.0.1:{procs.free_port()}"
+    server.add_insecure_port(address)
     cluster_pb2_grpc.add_ClusterServicer_to_server(Leader(address), server)
     await server.start()
     return server, address

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
@@ -105,16 +104,16 @@ async def local_exec(argv: Sequence[str], time_limit: float) -> int:
 
 
 @pytest.mark.parametrize(
-    ("argv", "ok", "detail"),
+    ("argv", "limit", "ok", "detail"),
     [
-        ((sys.executable, "-c", "pass"), True, "exit 0"),
-        ((sys.executable, "-c", "raise SystemExit(3)"), False, "exit 3"),
-        ((sys.executable, "-c", "import time; time.sleep(5)"), False, "timed out"),
-        (("/nonexistent-probe-binary",), False, "No such file"),
+        (("true",), 30.0, True, "exit 0"),
+        (("sh", "-c", "exit 3"), 30.0, False, "exit 3"),
+        (("sleep", "30"), 1.0, False, "timed out"),
+        (("/nonexistent-probe-binary",), 30.0, False, "No such file"),
     ],
 )
-async def test_exec_check(argv: tuple[str, ...], ok: bool, detail: str) -> None:
-    spec = ProbeSpec(ProbeKind.EXEC, command=argv, timeout=1.0)
+async def test_exec_check(argv: tuple[str, ...], limit: float, ok: bool, detail: str) -> None:
+    spec = ProbeSpec(ProbeKind.EXEC, command=argv, timeout=limit)
     result = await probes.exec_check(local_exec, spec)
     assert result.ok is ok and detail in result.detail
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -42,3 +43,14 @@ async def test_pull_bare_name_from_node_registry(registry: str, tmp_path: Path) 
             await prov.pull("nosuch:latest")
     finally:
         await prov.close()
+
+
+def test_host_ports_skip_a_port_the_host_listens_on(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        busy = held.getsockname()[1]
+        settings = AgentSettings(state_dir=tmp_path / "node", host_ports=f"{busy}-{busy + 50}")
+        prov = HostProvisioner(settings, images=None, network=NoNetwork())
+        ports = prov._host_ports(2)  # the range starts at the busy port
+    assert busy not in ports and len(set(ports)) == 2

@@ -39,7 +39,9 @@ async def test_killing_the_leader_hands_over_and_work_goes_on(controllers) -> No
 
         killed = time.monotonic()
         c1.kill9()
-        await wait_for(lambda: _leads(c2.address), deadline=TTL + 3, what="c2 takes over")
+        # Within the TTL (the lease expires 3.3-5 s after the last refresh), plus the
+        # new term's fsynced etcd writes: a generous deadline on a shared machine.
+        await wait_for(lambda: _leads(c2.address), deadline=2 * TTL, what="c2 takes over")
         print(f"handover after kill -9: {time.monotonic() - killed:.2f}s (TTL {TTL}s)")
 
         await api.scale("web", 4)
