@@ -90,11 +90,14 @@ class WorkerHandle:
                 raise SupervisorError(f"proxy worker {self.index} did not start")
             await asyncio.sleep(0.05)
 
-    async def push(self, data: bytes) -> None:
+    async def push(self, data: bytes) -> bool:
+        """Send the table; True once the worker routes by it."""
         assert self.session is not None
         async with self.session.put("http://worker/table", data=data) as resp:
             if resp.status != 200:
                 log.warning("worker %d refused the table: %s", self.index, await resp.text())
+                return False
+            return True
 
     async def stats(self) -> dict[str, Any]:
         assert self.session is not None
@@ -110,7 +113,8 @@ class WorkerHandle:
 class Supervisor:
     def __init__(self, settings: ProxySettings) -> None:
         self.settings = settings
-        self.table = Table()
+        self.table = Table()  # the table every live worker acknowledged
+        self.latest = self.table  # the newest from Discovery, being pushed
         self.table_json = table_to_json(self.table)
         self.workers: list[WorkerHandle] = []
         self.ready = False
@@ -119,20 +123,24 @@ class Supervisor:
         self.discovery: DiscoveryClient | None = None
 
     async def on_table(self, table: Table) -> None:
-        self.table_json = table_to_json(table)  # what every worker (and a restarted one) gets
+        self.latest, self.table_json = table, table_to_json(table)
         await self.push_all()
-        # Shown by /admin/table and /metrics only once every live worker has it,
-        # so a caller that sees version N knows requests are routed by N.
-        self.table = table
 
     async def push_all(self) -> None:
+        """Push the latest table to every worker. /admin/table and /metrics show it
+        only once every worker acknowledged it: a caller that sees version N there
+        knows that requests are routed by N."""
         async with self._push_lock:
-            data = self.table_json
+            table, data = self.latest, self.table_json
+            acked = True
             for w in self.workers:
                 try:
-                    await w.push(data)
+                    acked = await w.push(data) and acked
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     log.warning("could not push the table to worker %d: %s", w.index, exc)
+                    acked = False
+            if acked:
+                self.table = table
 
     async def collect(self) -> list[dict[str, Any]]:
         async def one(w: WorkerHandle) -> dict[str, Any] | None:
@@ -157,9 +165,10 @@ class Supervisor:
                     await w.start(self.settings, self.table_json)
                     try:
                         await w.wait_ready(loop.time() + 20)
-                        await w.push(self.table_json)
                     except (SupervisorError, aiohttp.ClientError, OSError) as exc:
                         log.warning("worker %d restart failed: %s", w.index, exc)
+                        continue
+                    await self.push_all()
 
     def admin_app(self) -> web.Application:
         async def healthz(request: web.Request) -> web.Response:
@@ -237,7 +246,7 @@ async def run(settings: ProxySettings, *, table: Table | None = None) -> None:
     admin_host, admin_port = parse_hostport(settings.admin, "--admin")
     sup = Supervisor(settings)
     if table is not None:
-        sup.table = table
+        sup.table = sup.latest = table
         sup.table_json = table_to_json(table)
     runner = web.AppRunner(sup.admin_app(), access_log=None)
     await runner.setup()
