@@ -211,8 +211,8 @@ async def test_corrupt_blob_in_registry_is_refused_and_never_stored(
                 third.pull(ref), third.pull(good), return_exceptions=True
             )
             assert isinstance(results[0], CorruptBlob) and results[1] == images.store.lookup(good)
-            base = images.store.load(good)[1].layers[0].digest
-            assert third.client.blob_downloads[base] == 1
+            # (How often the shared base is downloaded depends on which pull ends
+            # first; test_concurrent_pulls_download_a_shared_layer_once covers that.)
             assert (await third.resolve(good)).digest == results[1]
             assert third.store.lookup(ref) is None
             assert not any(p.name.startswith("dl-") for p in third.store.tmp.iterdir())
