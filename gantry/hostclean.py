@@ -14,10 +14,13 @@ import contextlib
 import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# How long `sweep` retries removing a cgroup whose killed tasks are still exiting.
+CGROUP_REMOVE_TIMEOUT = 10.0
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -96,6 +99,25 @@ def _rmdir_tree(path: Path) -> None:
         path.rmdir()
 
 
+def _remove_cgroups(paths: list[Path], timeout: float = CGROUP_REMOVE_TIMEOUT) -> None:
+    """Kill every task in the cgroups, then remove them, retrying until gone or `timeout`.
+
+    rmdir fails (EBUSY) while killed tasks are still exiting, so a single try after
+    the SIGKILLs can leave the cgroup behind; each retry kills again (a task may have
+    forked before it died) and polls every 50 ms.
+    """
+    deadline = time.monotonic() + timeout
+    remaining = list(paths)
+    while True:
+        for path in remaining:
+            _kill_cgroup(path)
+            _rmdir_tree(path)
+        remaining = [p for p in remaining if p.exists()]
+        if not remaining or time.monotonic() >= deadline:
+            return
+        time.sleep(0.05)
+
+
 @dataclass
 class Sweep:
     """What was found and removed; `left` lists what could not be removed."""
@@ -123,10 +145,9 @@ def sweep(prefix: str, *, state_dir: Path | None = None) -> Sweep:
     for family, name in nft_tables(prefix):
         _run(["nft", "delete", "table", family, name])
         result.removed.append(f"nft table {family} {name}")
-    for path in cgroup_dirs(prefix):
-        _kill_cgroup(path)
-        _rmdir_tree(path)
-        result.removed.append(f"cgroup {path}")
+    cgroups = cgroup_dirs(prefix)
+    _remove_cgroups(cgroups)
+    result.removed += [f"cgroup {path}" for path in cgroups]
     result.left = leftovers(prefix, state_dir=state_dir)
     return result
 

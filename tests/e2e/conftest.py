@@ -35,9 +35,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
         c.start()
         yield c
     finally:
-        left = c.destroy()
-        hostclean.sweep(prefix, state_dir=workdir)
-        left += hostclean.leftovers(prefix, state_dir=workdir)
+        # destroy sweeps once; sweep again (the agents' prefixes too, as destroy does:
+        # `<prefix minus one char><n>`), then count only what is still there after both
+        c.destroy()
+        sweep_prefix = prefix[:-1]
+        hostclean.sweep(sweep_prefix, state_dir=workdir)
+        left = hostclean.leftovers(sweep_prefix, state_dir=workdir)
     assert not left, f"cluster {prefix} left host objects behind: {left}"
 
 
@@ -100,12 +103,15 @@ def get_deployment(c: LabCluster, name: str) -> dict[str, Any]:
     return dep  # type: ignore[no-any-return]
 
 
-def load(c: LabCluster, name: str, *, workers: int = 4, seconds: float = 200) -> loadgen.Load:
+def load(
+    c: LabCluster, name: str, *, workers: int = 4, seconds: float = 200, timeout: float = 10.0
+) -> loadgen.Load:
     return loadgen.Load(
         c.proxy_url + "/",
         host=f"{name}.local",
         netns=c.lab.ns("ctl"),
         workers=workers,
+        timeout=timeout,
         max_seconds=seconds,
     )
 

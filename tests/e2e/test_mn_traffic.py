@@ -118,7 +118,10 @@ def test_rolling_update_fails_no_request_history_and_undo(cluster: LabCluster, m
 
 @dataclass(frozen=True)
 class Seen:
-    at: float
+    """One `gantry rollout status`: the state it showed held at some moment in [at, done]."""
+
+    at: float  # when the CLI call started
+    done: float  # when it returned
     type: str
     phase: str
     step: int
@@ -129,10 +132,11 @@ class Seen:
 def rollout_seen(c: LabCluster, name: str) -> Seen:
     t = time.monotonic()
     text = c.gantry("rollout", "status", name).stdout
+    done = time.monotonic()
     m, w = STATUS.search(text), WEIGHT.search(text)
     if not m:
-        return Seen(t, "", "", 0, 0, text)
-    return Seen(t, m[1], m[2], int(m[3]), int(w[1]) if w else 0, text)
+        return Seen(t, done, "", "", 0, 0, text)
+    return Seen(t, done, m[1], m[2], int(m[3]), int(w[1]) if w else 0, text)
 
 
 def watch_rollout(
@@ -173,7 +177,9 @@ def canary_over(s: Seen) -> bool:
 CANARY_STEPS = [
     {"setWeight": 20},
     {"analysis": {"maxErrorRate": 0.05, "maxP99Ms": 2000, "windowSeconds": 6, "minRequests": 30}},
-    {"pause": {"duration": "4s"}},
+    # long enough that the weight step outlasts slow `rollout status` calls (~2 s each
+    # on a loaded machine) with a window of many seconds in which it certainly held
+    {"pause": {"duration": "20s"}},
 ]
 
 
@@ -184,7 +190,7 @@ def test_healthy_canary_is_promoted_by_its_analysis(cluster: LabCluster, mn: Any
     strategy = {"type": "Canary", "canary": {"replicas": 2, "steps": CANARY_STEPS}}
     mn.apply(c, mn.deployment(c, "canok", replicas=3, strategy=strategy))
     mn.wait_for("3 replicas ready", lambda: mn.ready_on(c, "canok", 3), timeout=120)
-    ld = mn.load(c, "canok").start()
+    ld = mn.load(c, "canok", seconds=300).start()
     try:
         t0 = time.monotonic()
         mn.wait_for("v1 answering", lambda: len(ld.since(t0)) >= 50)
@@ -193,9 +199,10 @@ def test_healthy_canary_is_promoted_by_its_analysis(cluster: LabCluster, mn: Any
         assert canary_outcome(seen[-1]) == "Succeeded", seen[-1].text
         held = [s for s in seen if s.weight == 20 and s.phase in ("Analyzing", "Paused")]
         assert len(held) >= 2, [(s.phase, s.weight) for s in seen]
-        # the weight step: from the first sight of weight 20 held (plus the proxy's
-        # discovery lag) to the last sight of it, before the promotion began
-        window = [a for a in ld.since(held[0].at + 1.0) if a.at <= held[-1].at]
+        # the weight step, certainly in force: from the return of the first sight of
+        # weight 20 held (plus the proxy's discovery lag) to the start of the last sight
+        # of it, before the promotion began
+        window = [a for a in ld.since(held[0].done + 1.0) if a.at <= held[-1].at]
         ok = [a for a in window if a.status == 200]
         share = loadgen.share(window, "v2")
         assert len(ok) >= 300, f"only {len(ok)} answers in the weight step"
@@ -249,7 +256,10 @@ def test_failing_canary_is_aborted_and_traffic_returns_to_stable(
             lambda: not [r for r in mn.replicas(c, "canbad") if r.get("track") == "canary"] or None,
             timeout=60,
         )
-        t_settled = before + window_s
+        # the abort (weight 0) was certainly in force when the sight that saw it
+        # returned; a second more for the proxy's table to follow and requests in
+        # flight to end
+        t_settled = max(before + window_s, decided.done + 1.0)
         mn.wait_for(
             "answers after one analysis window", lambda: len(ld.since(t_settled)) >= 200, timeout=60
         )
