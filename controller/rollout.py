@@ -357,11 +357,17 @@ def judge_canary(
 ) -> tuple[bool | None, str]:
     """(True pass | False fail | None undecided, why) for one analysis window.
 
-    A failing canary fails as soon as it has `minRequests`; a passing one
-    passes only once the whole window is over.
+    The canary is held to absolute thresholds (`maxErrorRate`, `maxP99Ms`) and,
+    when set, to stable's figures over the same window (`maxErrorRateIncrease`:
+    canary error rate minus stable's; `maxP99Ratio`: canary p99 over stable's),
+    compared only once stable too has `minRequests`. A failing canary fails as
+    soon as it has `minRequests`; a passing one passes only once the whole
+    window is over.
     """
     max_err = float(analysis.get("maxErrorRate", 0.05) or 0.0)
     max_p99 = float(analysis.get("maxP99Ms", 0) or 0.0)
+    max_increase = analysis.get("maxErrorRateIncrease")
+    max_ratio = float(analysis.get("maxP99Ratio", 0) or 0.0)
     min_req = int(analysis.get("minRequests", 10) or 0)
     c, s = metrics.canary, metrics.stable
     seen = (
@@ -376,6 +382,11 @@ def judge_canary(
         return False, f"{seen} exceeds max error rate {max_err:.2%}"
     if max_p99 > 0 and c.p99_ms > max_p99:
         return False, f"{seen} exceeds max p99 {max_p99:.0f}ms"
+    baseline = s.requests >= max(min_req, 1)
+    if max_increase is not None and baseline and c.error_rate - s.error_rate > max_increase:
+        return False, f"{seen}: error rate over stable's by more than {float(max_increase):.2%}"
+    if max_ratio > 0 and baseline and s.p99_ms > 0 and c.p99_ms > max_ratio * s.p99_ms:
+        return False, f"{seen}: p99 over {max_ratio:g}x stable's"
     if not window_over:
         return None, f"measuring: {seen}"
     return True, f"passed: {seen}"

@@ -384,6 +384,8 @@ _analysis = _object(
     {
         "maxErrorRate": _float(0.0, 1.0),
         "maxP99Ms": _float(0.0),
+        "maxErrorRateIncrease": _float(0.0, 1.0),
+        "maxP99Ratio": _float(0.0),
         "windowSeconds": _int(1),
         "minRequests": _int(0),
     },

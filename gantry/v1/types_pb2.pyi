@@ -151,16 +151,20 @@ class Pause(_message.Message):
     def __init__(self, duration_seconds: _Optional[int] = ...) -> None: ...
 
 class Analysis(_message.Message):
-    __slots__ = ("max_error_rate", "max_p99_ms", "window_seconds", "min_requests")
+    __slots__ = ("max_error_rate", "max_p99_ms", "window_seconds", "min_requests", "max_error_rate_increase", "max_p99_ratio")
     MAX_ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
     MAX_P99_MS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MIN_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ERROR_RATE_INCREASE_FIELD_NUMBER: _ClassVar[int]
+    MAX_P99_RATIO_FIELD_NUMBER: _ClassVar[int]
     max_error_rate: float
     max_p99_ms: float
     window_seconds: int
     min_requests: int
-    def __init__(self, max_error_rate: _Optional[float] = ..., max_p99_ms: _Optional[float] = ..., window_seconds: _Optional[int] = ..., min_requests: _Optional[int] = ...) -> None: ...
+    max_error_rate_increase: float
+    max_p99_ratio: float
+    def __init__(self, max_error_rate: _Optional[float] = ..., max_p99_ms: _Optional[float] = ..., window_seconds: _Optional[int] = ..., min_requests: _Optional[int] = ..., max_error_rate_increase: _Optional[float] = ..., max_p99_ratio: _Optional[float] = ...) -> None: ...
 
 class CanaryStep(_message.Message):
     __slots__ = ("set_weight", "pause", "analysis")

@@ -227,9 +227,12 @@ def test_failing_canary_is_aborted_and_traffic_returns_to_stable(
 ) -> None:
     c = cluster
     window_s = 6
+    # judged against stable only: no absolute error-rate limit, at most 10 points
+    # more errors than stable over the same window
+    analysis = {"maxErrorRate": 1.0, "maxErrorRateIncrease": 0.1}
     steps = [
         {"setWeight": 20},
-        {"analysis": {"maxErrorRate": 0.05, "windowSeconds": window_s, "minRequests": 30}},
+        {"analysis": {**analysis, "windowSeconds": window_s, "minRequests": 30}},
     ]
     strategy = {"type": "Canary", "canary": {"replicas": 1, "steps": steps}}
     mn.apply(c, mn.deployment(c, "canbad", replicas=3, strategy=strategy))
@@ -246,6 +249,7 @@ def test_failing_canary_is_aborted_and_traffic_returns_to_stable(
         seen = watch_rollout(mn, c, "canbad", canary_over, timeout=150)
         decided = seen[-1]
         assert canary_outcome(decided) in ("Aborting", "Aborted"), decided.text
+        assert "error rate over stable's by more than 10.00%" in decided.text, decided.text
         # the abort was decided after the last sight of a running canary
         before = seen[-2].at if len(seen) > 1 else t_apply
         assert any(a.version == "v2" or a.status == 500 for a in ld.since(t0)), (
@@ -267,9 +271,9 @@ def test_failing_canary_is_aborted_and_traffic_returns_to_stable(
         assert not [a for a in late if a.version == "v2" or a.status != 200], mn.fail_text(late)
         assert {a.version for a in late} == {"v1"}
         status = c.gantry("rollout", "status", "canbad").stdout
-        assert "Aborted" in status and "exceeds max error rate" in status, status
+        assert "Aborted" in status and "error rate over stable's" in status, status
         describe = c.gantry("describe", "deployment", "canbad").stdout
-        assert "exceeds max error rate" in describe, describe
+        assert "error rate over stable's" in describe, describe
         assert mn.get_deployment(c, "canbad")["spec"]["template"]["image"].endswith("/hello:v1")
     finally:
         ld.stop()

@@ -212,6 +212,25 @@ def test_judge_canary_passes_only_after_window() -> None:
     )
 
 
+def test_judge_canary_compares_with_stable_when_asked() -> None:
+    relative = {**ANALYSIS, "maxErrorRateIncrease": 0.02, "maxP99Ratio": 1.5}
+    # 1 point over stable's error rate, p99 1.2x stable's: within both
+    assert judge_canary(relative, good(), window_over=True)[0] is True
+    # 4 % errors: under the absolute 5 %, but 3 points over stable's 1 %
+    worse = CanaryMetrics(VersionMetrics(500, 0.01, 100.0), VersionMetrics(100, 0.04, 120.0))
+    assert judge_canary(ANALYSIS, worse, window_over=True)[0] is True
+    verdict, why = judge_canary(relative, worse, window_over=False)
+    assert verdict is False and why.endswith("error rate over stable's by more than 2.00%")
+    # p99 200 ms: under the absolute 300 ms, but 2x stable's 100 ms
+    slower = CanaryMetrics(VersionMetrics(500, 0.0, 100.0), VersionMetrics(100, 0.0, 200.0))
+    assert judge_canary(ANALYSIS, slower, window_over=True)[0] is True
+    verdict, why = judge_canary(relative, slower, window_over=False)
+    assert verdict is False and why.endswith("p99 over 1.5x stable's")
+    # stable without minRequests in the window: nothing to compare with
+    no_baseline = CanaryMetrics(VersionMetrics(5, 0.0, 100.0), VersionMetrics(100, 0.04, 200.0))
+    assert judge_canary(relative, no_baseline, window_over=True)[0] is True
+
+
 # ---------------------------------------------------------------- metrics
 
 

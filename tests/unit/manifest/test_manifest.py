@@ -143,6 +143,7 @@ def test_canary_steps_and_durations() -> None:
         - pause: {}
         - pause: {duration: 1m30s}
         - analysis: {maxErrorRate: 0.01, windowSeconds: 20}
+        - analysis: {maxErrorRateIncrease: 0, maxP99Ratio: 1.5}
 """
     )
     steps = doc["spec"]["strategy"]["canary"]["steps"]
@@ -158,6 +159,10 @@ def test_canary_steps_and_durations() -> None:
     }
     msg = json_format.ParseDict(doc, types_pb2.Deployment())
     assert msg.spec.strategy.canary.steps[1].pause.duration_seconds == 30
+    relative = msg.spec.strategy.canary.steps[5].analysis
+    assert relative.HasField("max_error_rate_increase") and relative.max_error_rate_increase == 0
+    assert relative.max_p99_ratio == 1.5
+    assert not msg.spec.strategy.canary.steps[4].analysis.HasField("max_error_rate_increase")
     assert msg.spec.strategy.canary.steps[0].HasField("set_weight")
     assert not msg.spec.strategy.canary.steps[1].HasField("set_weight")
 
@@ -337,6 +342,10 @@ def test_template_errors(extra: str, expected: str) -> None:
         (
             "{type: Canary, canary: {steps: [{analysis: {maxErrorRate: 2}}]}}",
             "spec.strategy.canary.steps[0].analysis.maxErrorRate: expected a number in 0..1, got 2",
+        ),
+        (
+            "{type: Canary, canary: {steps: [{analysis: {maxP99Ratio: -1}}]}}",
+            "spec.strategy.canary.steps[0].analysis.maxP99Ratio: expected a number >= 0, got -1",
         ),
         (
             "{type: Canary, canary: {steps: [{weight: 5}]}}",
