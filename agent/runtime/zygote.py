@@ -1,496 +1,69 @@
 """The zygote: a pre-warmed, single-threaded helper that makes containers.
 
-Forked from the agent before any thread exists (`Zygote.fork()`), it has
+Forked from the agent before any thread exists (`zygote_main`), it has
 imported everything a container needs and serves requests over a
 SOCK_SEQPACKET socketpair, one JSON message each way. For each "create" it
-makes the cgroups, opens the log files, then does one raw
-clone(NEWPID|NEWNS|NEWUTS|NEWIPC[|NEWNET]). The child becomes the
-container's init (PID 1): it joins the cgroups (and a network namespace by
-path), mounts the overlay root, /proc, /dev, /sys, masks paths,
-pivot_roots, sets the hostname, then forks the application, which drops
-capabilities (bounding set, capset, ambient), sets no_new_privs, loads the
-seccomp filter, closes fds and execs. The init reaps zombies, forwards
-signals to the application and, when it exits, writes its exit code into
-the container's state dir (`exit`) before exiting itself.
+makes the cgroups, opens the log files, then either hands the request to a
+prepared sandbox from its pool (`sandbox`) or does one raw
+clone(NEWPID|NEWNS|NEWUTS|NEWIPC[|NEWNET]) whose child becomes the
+container's init and runs the set-up sequence (`childsetup`): cgroups,
+network namespace, overlay root, /proc, /dev, /sys, masked paths,
+pivot_root, hostname, then the application, which drops capabilities, sets
+no_new_privs, loads seccomp, closes fds and execs. The init (`init`) reaps
+zombies, forwards signals and records the exit code in the container's
+state dir (`exit`). For "exec" it forks a child that enters the container's
+namespaces and cgroups and runs the command there.
 
-Containers are not tied to the agent: the init calls setsid(), has no
-parent-death signal, and when the zygote goes (it exits when the agent's end
-of the socket closes) the inits are reparented and keep running. The zygote
-also writes `exit` for an init it reaps that died without writing it (e.g.
-SIGKILL).
+Owns the request loop, the pool's management (fill, take, drain, stale pool
+cgroups) and the reaping of the inits it made. Containers are not tied to
+the agent: the init calls setsid(), has no parent-death signal, and when the
+zygote goes (it exits when the agent's end of the socket closes) the inits
+are reparented and keep running. The zygote also writes `exit` for an init
+it reaps that died without writing it (e.g. SIGKILL).
+
+It must stay single-threaded and import everything at module top: it forks
+and clones, and its children run Python up to execve.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
-import resource
 import select
 import signal
 import socket
-import stat
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 from agent.runtime import cgroups, linux, seccomp
-from agent.runtime.plan import (
-    MS_BIND,
-    MS_NODEV,
-    MS_NOEXEC,
-    MS_NOSUID,
-    MS_PRIVATE,
-    MS_RDONLY,
-    MS_REC,
-    MS_REMOUNT,
-    Plan,
-    Resources,
+from agent.runtime.childsetup import (
+    EXEC_NAMESPACES,
+    ChildFds,
+    SetupError,
+    exec_main,
+    init_main,
+    prepared_seccomp,
 )
+from agent.runtime.pid1 import EXIT_FIFO, EXIT_FILE, FORWARDED, write_exit
+from agent.runtime.plan import Plan, Resources
+from agent.runtime.sandbox import MAX_MSG, Sandbox, hand_over, sandbox_main
 from agent.runtime.spec import seccomp_section
 
-EXIT_FILE = "exit"
+__all__ = [
+    "EXIT_FIFO",
+    "EXIT_FILE",
+    "FIFO_FILE",
+    "FORWARDED",
+    "MAX_MSG",
+    "ChildFds",
+    "SetupError",
+    "Zygote",
+    "prepared_seccomp",
+    "zygote_main",
+]
+
 FIFO_FILE = "exec.fifo"
-EXIT_FIFO = "exit.fifo"
-FORWARDED = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGWINCH,
-    signal.SIGCONT,
-    signal.SIGALRM,
-)
-_DEVICES = (
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-    ("tty", 5, 0),
-)
-_DEV_LINKS = (
-    ("fd", "/proc/self/fd"),
-    ("stdin", "/proc/self/fd/0"),
-    ("stdout", "/proc/self/fd/1"),
-    ("stderr", "/proc/self/fd/2"),
-    ("ptmx", "pts/ptmx"),
-)
-MAX_MSG = 1 << 20
-
-
-class SetupError(Exception):
-    pass
-
-
-# ---------------------------------------------------------------- child side
-
-
-@dataclass
-class ChildFds:
-    status_w: int
-    exit_dir: int
-    stdout: int
-    stderr: int
-    netns: int
-    fifo: int
-
-
-def _inside(root: str, dest: str) -> str:
-    target = os.path.join(root, dest.lstrip("/"))
-    real = os.path.realpath(target)
-    if real != root and not real.startswith(root + "/"):
-        raise SetupError(f"mount destination {dest} escapes the root file system")
-    return real
-
-
-def _make_target(target: str, source_is_file: bool) -> None:
-    if os.path.exists(target):
-        return
-    if source_is_file:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "a"):
-            pass
-    else:
-        os.makedirs(target, exist_ok=True)
-
-
-def _populate_dev(dev: str) -> None:
-    for name, major, minor in _DEVICES:
-        path = f"{dev}/{name}"
-        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
-        os.chmod(path, 0o666)
-    for name, target in _DEV_LINKS:
-        with contextlib.suppress(FileExistsError):
-            os.symlink(target, f"{dev}/{name}")
-
-
-def _do_mounts(root: str, plan: Plan) -> None:
-    for m in plan.mounts:
-        target = _inside(root, m.destination)
-        if m.flags & MS_BIND:
-            src = m.source
-            _make_target(target, not os.path.isdir(src))
-            linux.mount(src, target, None, m.flags & (MS_BIND | MS_REC))
-            extra = m.flags & ~(MS_BIND | MS_REC)
-            if extra:
-                linux.mount(src, target, None, MS_BIND | MS_REMOUNT | extra)
-            continue
-        _make_target(target, False)
-        linux.mount(m.source, target, m.type, m.flags, m.data or None)
-        if m.destination == "/dev" and m.type == "tmpfs":
-            _populate_dev(target)
-
-
-def _mask_and_protect(plan: Plan) -> None:
-    for p in plan.masked_paths:
-        if not os.path.exists(p):
-            continue
-        if os.path.isdir(p):
-            linux.mount("tmpfs", p, "tmpfs", MS_RDONLY)
-        else:
-            linux.mount("/dev/null", p, None, MS_BIND)
-    for p in plan.readonly_paths:
-        if not os.path.exists(p):
-            continue
-        linux.mount(p, p, None, MS_BIND | MS_REC)
-        linux.mount(
-            p, p, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC | MS_NOSUID | MS_NODEV | MS_NOEXEC
-        )
-
-
-def _make_private() -> None:
-    """Nothing mounted from here on propagates to the host (and pivot_root works)."""
-    linux.mount("none", "/", None, MS_REC | MS_PRIVATE)
-
-
-def _setup_root(plan: Plan, *, private: bool = False) -> None:
-    root = os.path.realpath(plan.rootfs)
-    if not private:
-        _make_private()
-    if plan.overlay_lower:
-        opts = f"lowerdir={':'.join(plan.overlay_lower)}"
-        if plan.overlay_upper:
-            opts += f",upperdir={plan.overlay_upper},workdir={plan.overlay_work}"
-        linux.mount("overlay", root, "overlay", 0, opts)
-    else:
-        linux.mount(root, root, None, MS_BIND | MS_REC)
-    _do_mounts(root, plan)
-    os.chdir(root)
-    linux.pivot_root(".", ".")
-    linux.umount2(".", linux.MNT_DETACH)
-    os.chdir("/")
-    _mask_and_protect(plan)
-    if plan.readonly_root:
-        linux.mount("/", "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
-
-
-def _find_exec(plan: Plan) -> str:
-    arg0 = plan.args[0]
-    if "/" in arg0:
-        if not (os.path.isfile(arg0) and os.access(arg0, os.X_OK)):
-            raise SetupError(f"exec: {arg0!r}: no such executable file")
-        return arg0
-    path = next(
-        (e[5:] for e in plan.env if e.startswith("PATH=")),
-        "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-    )
-    for d in path.split(":"):
-        cand = os.path.join(d or ".", arg0)
-        if os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return cand
-    raise SetupError(f"exec: {arg0!r}: executable file not found in $PATH")
-
-
-def _drop_privileges(plan: Plan) -> None:
-    for cap in range(0, 64):
-        if not (plan.cap_bounding >> cap) & 1:
-            try:
-                linux.prctl(linux.PR_CAPBSET_DROP, cap)
-            except OSError as e:
-                if e.errno == errno.EINVAL:
-                    break
-                raise
-    if plan.uid or plan.gid:
-        linux.prctl(linux.PR_SET_KEEPCAPS, 1)
-    os.setgroups(plan.additional_gids)
-    if plan.gid:
-        os.setgid(plan.gid)
-    if plan.uid:
-        os.setuid(plan.uid)
-    linux.capset(plan.cap_effective, plan.cap_permitted, plan.cap_inheritable)
-    linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
-    for cap in range(0, 64):
-        if (plan.cap_ambient >> cap) & 1:
-            linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, cap)
-
-
-def _app_main(plan: Plan, fds: ChildFds, prepared_seccomp: Any, autostart: bool) -> None:
-    """Runs as the container's application process, up to execve."""
-    try:
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, *FORWARDED):
-            signal.signal(sig, signal.SIG_DFL)
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(fds.stdout if fds.stdout >= 0 else null, 1)
-        os.dup2(fds.stderr if fds.stderr >= 0 else null, 2)
-        for kind, soft, hard in plan.rlimits:
-            resource.setrlimit(kind, (soft, hard))
-        env = dict(e.split("=", 1) for e in plan.env if "=" in e)
-        exe = _find_exec(plan)
-        os.chdir(plan.cwd)
-        _drop_privileges(plan)
-        if not autostart:
-            os.write(fds.status_w, b"R")
-            if os.read(fds.fifo, 1) != b"S":
-                os._exit(0)
-        if plan.no_new_privs:
-            linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-        if prepared_seccomp is not None:
-            linux.load_seccomp(prepared_seccomp)
-        os.closerange(3, fds.status_w)
-        linux.close_range_from(fds.status_w + 1)
-        os.execve(exe, plan.args, env)
-    except BaseException as e:  # noqa: BLE001 - reported to the zygote, then exit
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        with contextlib.suppress(OSError):
-            os.write(2, f"gantry-init: {e}\n".encode())
-        with contextlib.suppress(OSError):
-            os.write(fds.status_w, f"E{e}".encode())
-    os._exit(127)
-
-
-def _write_exit(dir_fd: int, code: int) -> None:
-    fd = os.open("exit.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
-    os.write(fd, str(code).encode())
-    os.close(fd)
-    os.rename("exit.tmp", EXIT_FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    try:  # wake a waiter at once (ENXIO: nobody is waiting, which is fine)
-        fd = os.open(EXIT_FIFO, os.O_WRONLY | os.O_NONBLOCK, dir_fd=dir_fd)
-    except OSError:
-        return
-    with contextlib.suppress(OSError):
-        os.write(fd, b"x")
-    os.close(fd)
-
-
-def _detach_and_join(procs: list[str] | list[int]) -> None:
-    """First steps of every container process: own session, no agent stdio, cgroups."""
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    os.setsid()
-    # Let go of the agent's stdio: a container must not hold its pipes open.
-    null = os.open("/dev/null", os.O_RDWR)
-    for std in (0, 1, 2):
-        os.dup2(null, std)
-    os.close(null)
-    for p in procs:
-        if isinstance(p, int):  # a cgroup.procs opened before a rename could move it
-            os.write(p, b"0")
-            os.close(p)
-        else:
-            with open(p, "w") as f:
-                f.write("0")
-
-
-def _finish_setup(plan: Plan, fds: ChildFds, *, private: bool = False) -> None:
-    if fds.netns >= 0:
-        linux.setns(fds.netns, linux.CLONE_NEWNET)
-        os.close(fds.netns)
-    os.umask(0o022)
-    _setup_root(plan, private=private)
-    if plan.hostname:
-        linux.sethostname(plan.hostname)
-
-
-def _fail(fds: ChildFds, e: BaseException) -> None:
-    with contextlib.suppress(OSError):
-        os.write(fds.status_w, f"E{e}".encode())
-    os._exit(126)
-
-
-def _run_app(plan: Plan, fds: ChildFds, prepared_seccomp: Any, autostart: bool) -> None:
-    app = os.fork()
-    if app == 0:
-        _app_main(plan, fds, prepared_seccomp, autostart)
-    # Keep only the state dir (for the exit code): nothing of the agent's.
-    os.closerange(3, fds.exit_dir)
-    linux.close_range_from(fds.exit_dir + 1)
-    _reap_forever(app, fds.exit_dir)
-
-
-def _init_main(
-    plan: Plan, fds: ChildFds, procs: list[str], prepared_seccomp: Any, autostart: bool
-) -> None:
-    """Runs as PID 1 of the new PID namespace (cold path: cloned for this request)."""
-    try:
-        _detach_and_join(procs)
-        if fds.netns < 0 and plan.new_netns:
-            linux.link_up("lo")
-        _finish_setup(plan, fds)
-    except BaseException as e:  # noqa: BLE001
-        _fail(fds, e)
-    _run_app(plan, fds, prepared_seccomp, autostart)
-
-
-_EXEC_NAMESPACES = (
-    ("ipc", linux.CLONE_NEWIPC),
-    ("uts", linux.CLONE_NEWUTS),
-    ("net", linux.CLONE_NEWNET),
-    ("pid", linux.CLONE_NEWPID),
-    ("mnt", linux.CLONE_NEWNS),
-)
-
-
-def _exec_main(plan: Plan, ns_fds: list[tuple[int, int]], procs: list[str], exit_path: str) -> None:
-    """Forked from the zygote for `exec`: enter the container, run argv, record its code."""
-    code = 126
-    try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.setsid()
-        null = os.open("/dev/null", os.O_RDWR)
-        for std in (0, 1, 2):
-            os.dup2(null, std)
-        for p in procs:
-            with open(p, "w") as f:
-                f.write("0")
-        exit_dir = os.open(os.path.dirname(exit_path), os.O_RDONLY | os.O_DIRECTORY)
-        for fd, flag in ns_fds:
-            linux.setns(fd, flag)  # the mount namespace last: it also moves our root
-        status_r, status_w = os.pipe2(os.O_CLOEXEC)
-        child = os.fork()  # the child is in the container's PID namespace
-        if child == 0:
-            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-            fds = ChildFds(
-                status_w=status_w, exit_dir=exit_dir, stdout=-1, stderr=-1, netns=-1, fifo=-1
-            )
-            _app_main(plan, fds, prepared_seccomp(plan.seccomp_hex), True)
-        os.close(status_w)
-        _, status = os.waitpid(child, 0)
-        code = os.waitstatus_to_exitcode(status)
-        code = 128 - code if code < 0 else code
-        tmp = os.path.basename(exit_path) + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=exit_dir)
-        os.write(fd, str(code).encode())
-        os.close(fd)
-        os.rename(tmp, os.path.basename(exit_path), src_dir_fd=exit_dir, dst_dir_fd=exit_dir)
-    finally:
-        os._exit(code)
-
-
-_FD_NAMES = ("status_w", "exit_dir", "stdout", "stderr", "netns", "fifo")
-_SECCOMP_CACHE: dict[str, Any] = {}
-
-
-def prepared_seccomp(hexprog: str) -> Any:
-    if not hexprog:
-        return None
-    if hexprog not in _SECCOMP_CACHE:
-        _SECCOMP_CACHE[hexprog] = linux.prepare_seccomp(bytes.fromhex(hexprog))
-    return _SECCOMP_CACHE[hexprog]
-
-
-def _sandbox_main(chan_init: socket.socket, chan_app: socket.socket, procs: list[int]) -> None:
-    """A prepared sandbox: namespaces made, cgroups joined, `lo` up, mounts private,
-    and the application's process already forked. Both wait for their request."""
-    try:
-        _detach_and_join(procs)
-        low, high = sorted((chan_init.fileno(), chan_app.fileno()))
-        os.closerange(3, low)
-        os.closerange(low + 1, high)
-        linux.close_range_from(high + 1)
-        linux.link_up("lo")
-        _make_private()
-        app = os.fork()
-    except BaseException:  # noqa: BLE001 - the zygote sees the sandbox gone
-        os._exit(126)
-    if app == 0:
-        chan_init.close()
-        _sandbox_app(chan_app)
-    chan_app.close()
-    _sandbox_init(chan_init, app)
-
-
-def _recv(chan: socket.socket, nfds: int) -> tuple[dict[str, Any], list[int]]:
-    msg, got, _, _ = socket.recv_fds(chan, MAX_MSG, nfds)
-    if not msg:
-        raise EOFError("the zygote went away")
-    for fd in got:
-        os.set_inheritable(fd, False)
-    chan.close()
-    req: dict[str, Any] = json.loads(msg)
-    return req, got
-
-
-def _sandbox_app(chan: socket.socket) -> None:
-    """The pre-forked application: does the mounts and pivot_root for the whole
-    namespace (the init shares it), then drops privileges and execs."""
-    try:
-        req, got = _recv(chan, len(_FD_NAMES))
-    except BaseException:  # noqa: BLE001 - nothing to become
-        os._exit(0)
-    idx = req["fds"]
-    fds = ChildFds(**{n: (got[idx[n]] if idx[n] >= 0 else -1) for n in _FD_NAMES})
-    plan = Plan.from_json(req["plan"])
-    try:
-        _finish_setup(plan, fds, private=True)
-    except BaseException as e:  # noqa: BLE001
-        _fail(fds, e)
-    _app_main(plan, fds, prepared_seccomp(plan.seccomp_hex), bool(req.get("autostart")))
-
-
-def _sandbox_init(chan: socket.socket, app: int) -> None:
-    """The sandbox's PID 1: joins the container's network, then reaps and forwards."""
-    try:
-        req, got = _recv(chan, 2)
-    except BaseException:  # noqa: BLE001 - the zygote went away: end the sandbox
-        with contextlib.suppress(OSError):
-            os.kill(app, signal.SIGKILL)
-        os._exit(0)
-    idx = req["fds"]
-    if idx["netns"] >= 0:
-        with contextlib.suppress(OSError):  # the app reports a bad netns itself
-            linux.setns(got[idx["netns"]], linux.CLONE_NEWNET)
-        os.close(got[idx["netns"]])
-    _reap_forever(app, got[idx["exit_dir"]])
-
-
-def _reap_forever(app: int, exit_dir: int) -> None:
-    def forward(sig: int, _frame: Any) -> None:
-        with contextlib.suppress(OSError):
-            os.kill(app, sig)
-
-    for sig in FORWARDED:
-        signal.signal(sig, forward)
-    with contextlib.suppress(OSError):
-        linux.prctl(linux.PR_SET_DUMPABLE, 0)
-        linux.set_name("gantry-init")
-    while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            os._exit(0)
-        if pid == app:
-            code = os.waitstatus_to_exitcode(status)
-            code = 128 - code if code < 0 else code
-            with contextlib.suppress(OSError):
-                _write_exit(exit_dir, code)
-            os._exit(code)
-
-
-# --------------------------------------------------------------- zygote side
-
-
-@dataclass
-class Sandbox:
-    pid: int
-    chan: socket.socket  # to its init
-    chan_app: socket.socket  # to its pre-forked application process
-    cgroup: str  # "/<prefix>/pool-..." until it is renamed for a container
 
 
 class Zygote:
@@ -561,7 +134,7 @@ class Zygote:
                 return
             if pid == 0:
                 try:
-                    _sandbox_main(theirs, theirs_app, procfds)
+                    sandbox_main(theirs, theirs_app, procfds)
                 finally:
                     os._exit(125)
             theirs.close()
@@ -629,7 +202,7 @@ class Zygote:
                 with contextlib.suppress(OSError):
                     fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
                     try:
-                        _write_exit(fd, code)
+                        write_exit(fd, code)
                     finally:
                         os.close(fd)
 
@@ -652,7 +225,7 @@ class Zygote:
         target = int(req["pid"])
         ns_fds = [
             (os.open(f"/proc/{target}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC), flag)
-            for ns, flag in _EXEC_NAMESPACES
+            for ns, flag in EXEC_NAMESPACES
         ]
         procs = [
             os.path.join(d, "cgroup.procs") for d in cgroups.dirs(self.layout, plan.cgroups_path)
@@ -660,7 +233,7 @@ class Zygote:
         pid = os.fork()
         if pid == 0:
             try:
-                _exec_main(plan, ns_fds, procs, str(req["exit_path"]))
+                exec_main(plan, ns_fds, procs, str(req["exit_path"]))
             finally:
                 os._exit(125)
         for fd, _ in ns_fds:
@@ -705,7 +278,7 @@ class Zygote:
                     os.unlink(fifo)
                 os.mkfifo(fifo, 0o600)
                 fds.fifo = track(os.open(fifo, os.O_RDWR | os.O_CLOEXEC))
-            pid = self._hand_over(sandbox, req["plan"], fds, autostart) if sandbox else 0
+            pid = hand_over(sandbox, req["plan"], fds, autostart) if sandbox else 0
             if not pid:
                 pid = self._clone(plan, fds, procs, status_r, autostart)
             self.children[pid] = state_dir
@@ -722,35 +295,6 @@ class Zygote:
                 os.kill(pid, signal.SIGKILL)
             return {"ok": False, "error": msg[1:].decode(errors="replace"), "pid": pid}
         return {"ok": True, "pid": pid, "start_time": start_time}
-
-    def _hand_over(
-        self, sb: Sandbox, plan_json: dict[str, Any], fds: ChildFds, autostart: bool
-    ) -> int:
-        """Give a prepared sandbox its plan and files; 0 if it is gone.
-
-        The init gets the state dir (for the exit code) and the network namespace;
-        the pre-forked application gets everything else and the plan.
-        """
-        app_send: list[int] = []
-        app_index: dict[str, int] = {}
-        for name in _FD_NAMES:
-            fd = getattr(fds, name)
-            app_index[name] = -1
-            if fd >= 0 and name != "exit_dir":
-                app_index[name] = len(app_send)
-                app_send.append(fd)
-        init_send = [fds.exit_dir] + ([fds.netns] if fds.netns >= 0 else [])
-        init_msg = {"fds": {"exit_dir": 0, "netns": 1 if fds.netns >= 0 else -1}}
-        app_msg = {"plan": plan_json, "fds": app_index, "autostart": autostart}
-        try:
-            socket.send_fds(sb.chan, [json.dumps(init_msg).encode()], init_send)
-            socket.send_fds(sb.chan_app, [json.dumps(app_msg).encode()], app_send)
-        except OSError:
-            return 0
-        finally:
-            sb.chan.close()
-            sb.chan_app.close()
-        return sb.pid
 
     def _clone(
         self, plan: Plan, fds: ChildFds, procs: list[str], status_r: int, autostart: bool
@@ -769,7 +313,7 @@ class Zygote:
                 for sb in self.pool:
                     sb.chan.close()
                     sb.chan_app.close()
-                _init_main(plan, fds, procs, prepared, autostart)
+                init_main(plan, fds, procs, prepared, autostart)
             finally:
                 os._exit(125)
         return pid
