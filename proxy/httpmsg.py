@@ -5,7 +5,7 @@ upstream (hop-by-hop headers dropped, X-Forwarded-For/-Proto/-Host set,
 framing re-stated), the response head sent to the client (hop-by-hop
 dropped, framing and Connection re-stated, the sticky cookie added), and the
 short plain-text answers the proxy gives itself (400, 404, 408, 431,
-502, 503, 504). No I/O; the parser lives in `proxy.server`.
+502, 503, 504). No I/O; the parser lives in `proxy.client`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Owns one keep-alive connection to an upstream endpoint (`UpstreamConn`) and
 the per-endpoint stack of idle ones (`Pool`). A connection parses responses
 and hands each event to the exchange that owns it (`Exchange`, implemented
-by `proxy.server.ClientConn`); it goes back to the pool only after a
+by `proxy.client.ClientConn`); it goes back to the pool only after a
 complete, well-framed response to a completely sent request. It knows
 nothing of routing, metrics or clients.
 """
