@@ -3,14 +3,17 @@
 Owns the I/O around the pure core: watch events (through the Mirror) only
 enqueue deployment names; a worker takes one name at a time, reads the
 deployment and its replicas fresh from etcd, converts records to the model's
-frozen types, asks the planner (`controller.plan.decide`) for a plan, and
-writes the plan's result in transactions that compare every record's
-mod_revision, the deployment's mod_revision and the leader fence. A
+frozen types (`controller.records`), asks the planner (`controller.plan.decide`)
+for a plan, and writes the plan's result in transactions that compare every
+record's mod_revision, the deployment's mod_revision and the leader fence. A
 conflict re-queues the name with fresh state; a failed fence stops the term.
 
 The stored rollout (/gantry/rollouts/<name>) is passed to reconcile, so a
 canary's replicas are kept beside the stable set; the rollout engine plugs
 in at `RolloutHook` to advance the rollout before each plan.
+
+The record conversions and the planner live beside it and are re-exported
+here, so callers keep importing them from `controller.loop`.
 """
 
 from __future__ import annotations
@@ -19,276 +22,51 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
-from controller import keys, scheduler
+from controller import keys
 from controller.errors import Temporary
-from controller.events import WARNING, Events, iso
+from controller.events import WARNING, Events
 from controller.metrics import Metrics
-from controller.model import (
-    DEAD_PHASES,
-    Capacity,
-    DeploymentState,
-    NodeState,
-    Phase,
-    QuantityError,
-    ReplicaState,
-    Track,
-    new_replica_name,
-    template_requests,
+from controller.model import DeploymentState, ReplicaState
+from controller.plan import Decision, Placement, decide, finished_draining
+from controller.records import (
+    STOPPED_PHASES,
+    Allocation,
+    deployment_state,
+    draining_record,
+    new_replica_record,
+    node_capacity,
+    node_states,
+    replica_state,
+    status_of,
 )
-from controller.reconcile import PlaceAction, reconcile
 from controller.rollout import RolloutState, rollout_from_record
 from controller.settings import ControllerSettings
 from controller.store import Delete, Item, Json, Mirror, ModIs, Op, Put, Store
 from controller.workqueue import WorkQueue
 
+__all__ = [
+    "STOPPED_PHASES",
+    "Allocation",
+    "Decision",
+    "Loop",
+    "Placement",
+    "RolloutHook",
+    "decide",
+    "deployment_state",
+    "draining_record",
+    "finished_draining",
+    "new_replica_record",
+    "node_capacity",
+    "node_states",
+    "replica_state",
+    "rollout_state",
+    "status_of",
+]
+
 log = logging.getLogger(__name__)
-
-STOPPED_PHASES = {"Stopped": Phase.EXITED}
-
-
-# ------------------------------------------------------------ records -> model
-
-
-def deployment_state(rec: Json) -> DeploymentState:
-    status = rec.get("status") or {}
-    meta = rec.get("metadata") or {}
-    return DeploymentState.from_manifest(
-        rec, revision=int(status.get("revision", 1)), generation=int(meta.get("generation", 1))
-    )
-
-
-def _requests(template: Json) -> Capacity:
-    try:
-        return template_requests(template)
-    except QuantityError:
-        return Capacity(0, 0, 1)
-
-
-def replica_state(rec: Json) -> ReplicaState:
-    raw = str(rec.get("phase") or "Pending")
-    try:
-        phase = STOPPED_PHASES.get(raw) or Phase(raw)
-    except ValueError:
-        phase = Phase.PENDING
-    try:
-        track = Track(rec.get("track") or "stable")
-    except ValueError:
-        track = Track.STABLE
-    return ReplicaState(
-        name=str(rec.get("name", "")),
-        deployment=str(rec.get("deployment", "")),
-        node=str(rec.get("node", "")),
-        revision=int(rec.get("revision", 1)),
-        track=track,
-        phase=phase,
-        ready=bool(rec.get("ready", False)),
-        draining=bool(rec.get("draining", False)),
-        epoch=int(rec.get("epoch", 1)),
-        created_at=float(rec.get("createdTs", 0.0)),
-        ready_since=rec.get("readySince"),
-        requests=_requests(rec.get("template") or {}),
-    )
-
-
-def node_capacity(rec: Json) -> Capacity:
-    cap = rec.get("capacity") or {}
-    return Capacity(
-        int(cap.get("cpuMillis", 0)), int(cap.get("memoryBytes", 0)), int(cap.get("pods", 0) or 110)
-    )
-
-
-class Allocation:
-    """Per-node sum of the live replicas' requests, kept incrementally by replica key."""
-
-    def __init__(self) -> None:
-        self.by_key: dict[str, tuple[str, Capacity]] = {}
-        self.by_node: dict[str, Capacity] = {}
-
-    def set(self, key: str, rec: Json | None) -> None:
-        r = replica_state(rec) if rec is not None else None
-        if r is not None and r.node and not r.gone:
-            self.put(key, r.node, r.requests)
-        else:
-            self.put(key, "", Capacity())
-
-    def put(self, key: str, node: str, need: Capacity) -> None:
-        """The replica at `key` now uses `need` on `node` ("" for nowhere)."""
-        old = self.by_key.pop(key, None)
-        if old is not None:
-            self.by_node[old[0]] = self.by_node[old[0]] - old[1]
-        if node:
-            self.by_key[key] = (node, need)
-            self.by_node[node] = self.by_node.get(node, Capacity()) + need
-
-
-def node_states(
-    nodes: dict[str, Json], alive: set[str], used: Mapping[str, Capacity], *, now: float
-) -> list[NodeState]:
-    """NodeStates from node records, live heartbeats and per-node allocation."""
-    out = []
-    for rec in nodes.values():
-        name = str(rec.get("name", ""))
-        ready = name in alive
-        since = None if ready else float(rec.get("notReadySince") or now)
-        out.append(
-            NodeState(
-                name=name,
-                ready=ready,
-                capacity=node_capacity(rec),
-                allocated=used.get(name, Capacity()),
-                labels=dict(rec.get("labels") or {}),
-                not_ready_since=since,
-                address=str(rec.get("address", "")),
-            )
-        )
-    return out
-
-
-def new_replica_record(
-    p: Placement, template: Json, *, epoch: int, now: float, drain_seconds: float
-) -> Json:
-    return {
-        "name": p.name,
-        "deployment": p.deployment,
-        "node": p.node,
-        "revision": p.revision,
-        "track": p.track,
-        "phase": "Scheduled",
-        "ready": False,
-        "draining": False,
-        "epoch": epoch,
-        "createdAt": iso(now),
-        "createdTs": now,
-        "template": template,
-        "desired": "run",
-        "drainSeconds": drain_seconds,
-    }
-
-
-def draining_record(rec: Json, *, now: float, drain_seconds: float) -> Json:
-    return {
-        **rec,
-        "draining": True,
-        "desired": "drain",
-        "drainSeconds": drain_seconds,
-        "drainStartedTs": now,
-        "phase": "Terminating"
-        if rec.get("phase") not in ("Exited", "Failed", "Stopped")
-        else rec["phase"],
-    }
-
-
-# ------------------------------------------------------------ planning adapter
-
-
-@dataclass(frozen=True)
-class Placement:
-    name: str
-    deployment: str
-    node: str
-    revision: int
-    track: str
-    why: str
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to write: new replicas, replicas to drain, records to delete."""
-
-    place: tuple[Placement, ...] = ()
-    drain: tuple[str, ...] = ()
-    remove: tuple[str, ...] = ()
-    replaced: tuple[str, ...] = ()
-    unplaced: int = 0
-    unplaced_reason: str = ""
-    requeue_at: float | None = None
-
-
-def finished_draining(
-    r: ReplicaState, nodes: Mapping[str, NodeState], *, now: float, started: float, timeout: float
-) -> bool:
-    node = nodes.get(r.node)
-    return r.phase in DEAD_PHASES or node is None or not node.ready or now - started > timeout
-
-
-def decide(
-    dep: DeploymentState | None,
-    replicas: Sequence[ReplicaState],
-    nodes: Sequence[NodeState],
-    *,
-    now: float,
-    grace: float,
-    drain_timeout: float,
-    drain_started: Mapping[str, float],
-    rng: random.Random,
-    rollout: RolloutState | None = None,
-) -> Decision:
-    """The pure core (reconcile, then schedule each placement) as a Decision."""
-    by_node = {n.name: n for n in nodes}
-    remove = [
-        r.name
-        for r in replicas
-        if r.draining
-        and finished_draining(
-            r, by_node, now=now, started=drain_started.get(r.name, now), timeout=drain_timeout
-        )
-    ]
-    if dep is None:
-        live = [r for r in replicas if not r.draining]
-        remove += [r.name for r in live if r.phase in DEAD_PHASES or not r.node]
-        drain = [r.name for r in live if r.name not in remove]
-        return Decision(drain=tuple(drain), remove=tuple(remove))
-    plan = reconcile(dep, replicas, nodes, now, rollout=rollout, node_grace_s=grace)
-    dead = {r.name for r in replicas if r.phase in DEAD_PHASES}
-    remove += [s.replica for s in plan.stop if s.replica in dead]
-    drain = [s.replica for s in plan.stop if s.replica not in dead]
-    remove += [r.replica for r in plan.replace]
-    wanted: list[PlaceAction] = [*plan.place, *(r.substitute for r in plan.replace if r.substitute)]
-    placements, unplaced, reason = _place_all(dep, wanted, replicas, list(nodes), rng)
-    return Decision(
-        place=tuple(placements),
-        drain=tuple(drain),
-        remove=tuple(remove),
-        replaced=tuple(r.replica for r in plan.replace),
-        unplaced=unplaced,
-        unplaced_reason=reason,
-        requeue_at=plan.requeue_at,
-    )
-
-
-def _place_all(
-    dep: DeploymentState,
-    wanted: Sequence[PlaceAction],
-    replicas: Sequence[ReplicaState],
-    nodes: list[NodeState],
-    rng: random.Random,
-) -> tuple[list[Placement], int, str]:
-    """Name each wanted replica and run the scheduler over a snapshot of the nodes."""
-    taken = [r.name for r in replicas]
-    names = []
-    for _ in wanted:
-        names.append(new_replica_name(dep.name, rng, taken))
-        taken.append(names[-1])
-    results = scheduler.schedule(
-        scheduler.requests_for(dep, names), scheduler.Snapshot(nodes, replicas), rng
-    )
-    out: list[Placement] = []
-    unplaced, reason = 0, ""
-    for action, result in zip(wanted, results, strict=True):
-        if isinstance(result, scheduler.Unschedulable):
-            unplaced, reason = unplaced + 1, result.reason
-            continue
-        out.append(
-            Placement(
-                result.replica, dep.name, result.node, action.revision, str(action.track),
-                f"{action.reason}; {result.explain()}",
-            )
-        )  # fmt: skip
-    return out, unplaced, reason
 
 
 # ------------------------------------------------------------ the loop
@@ -552,19 +330,3 @@ class Loop:
             self.pending[name] = why
         else:
             self.pending.pop(name, None)
-
-
-def status_of(dep: Json, replicas: list[Json]) -> dict[str, Any]:
-    """DeploymentStatus (camelCase) computed from replica records."""
-    status = dict(dep.get("status") or {})
-    rev = int(status.get("revision", 1))
-    # The stable set: a canary's replicas run beside it and show in `rollout status`.
-    live = [r for r in replicas if not r.get("draining") and r.get("track", "stable") != "canary"]
-    status.update(
-        replicas=len(live),
-        readyReplicas=sum(1 for r in live if r.get("ready")),
-        updatedReplicas=sum(1 for r in live if int(r.get("revision", 0)) == rev),
-        availableReplicas=sum(1 for r in live if r.get("ready")),
-        observedGeneration=int((dep.get("metadata") or {}).get("generation", 1)),
-    )
-    return status

@@ -1,11 +1,14 @@
-"""Rollout decisions, pure: rolling-update arithmetic and the canary state machine.
+"""Rollout decisions, pure: the canary state machine.
 
-Owns `RolloutState` (what etcd keeps about a rollout in progress, so a
-restarted controller resumes it), `next_rollout_action` (one step of the
-canary machine: set a weight, wait out a pause, judge an analysis window,
-promote, abort, finish), the manual `promote` / `abort` transitions, the
-Kubernetes-style maxSurge / maxUnavailable arithmetic, and the conversion of
-two cumulative traffic snapshots into an error rate and a p99.
+Owns `next_rollout_action` (one step of the canary machine: set a weight,
+wait out a pause, judge an analysis window, promote, abort, finish), the
+start of a canary (`start_canary`), the manual `promote` / `abort`
+transitions, and the readable step list (`steps_summary`).
+
+The pieces it builds on live beside it and are re-exported here, so callers
+keep importing from `controller.rollout`: the state and its etcd record in
+`controller.rollout_records`, canary metrics and their judgement in
+`controller.canary`, and the rolling-update arithmetic in `controller.rolling`.
 
 It performs no I/O and reads no clock: `now` is passed in. The caller
 persists the returned state, pushes weights to discovery and lets
@@ -15,34 +18,64 @@ persists the returned state, pushes weights to discovery and lets
 from __future__ import annotations
 
 import enum
-import math
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from controller.model import DeploymentState, ReplicaState, Track
-
-
-class RolloutType(enum.StrEnum):
-    ROLLING_UPDATE = "RollingUpdate"
-    CANARY = "Canary"
-
-
-class RolloutPhase(enum.StrEnum):
-    PROGRESSING = "Progressing"
-    PAUSED = "Paused"
-    ANALYZING = "Analyzing"
-    PROMOTING = "Promoting"
-    ABORTING = "Aborting"
-    SUCCEEDED = "Succeeded"
-    ABORTED = "Aborted"
-
-
-ACTIVE_CANARY_PHASES = frozenset(
-    {RolloutPhase.PROGRESSING, RolloutPhase.PAUSED, RolloutPhase.ANALYZING}
+from controller.canary import (
+    CanaryMetrics,
+    TrafficStats,
+    VersionMetrics,
+    canary_metrics_from_stats,
+    histogram_quantile,
+    judge_canary,
 )
-FINISHED_PHASES = frozenset({RolloutPhase.SUCCEEDED, RolloutPhase.ABORTED})
+from controller.model import DeploymentState, ReplicaState, Track
+from controller.rolling import (
+    RollingStatus,
+    StrategyError,
+    resolve_surge_unavailable,
+    revisions_to_prune,
+    rolling_update_status,
+)
+from controller.rollout_records import (
+    ACTIVE_CANARY_PHASES,
+    FINISHED_PHASES,
+    RolloutPhase,
+    RolloutState,
+    RolloutType,
+    rollout_from_record,
+    rollout_to_record,
+)
+
+__all__ = [
+    "ACTIVE_CANARY_PHASES",
+    "FINISHED_PHASES",
+    "Action",
+    "CanaryMetrics",
+    "RollingStatus",
+    "RolloutDecision",
+    "RolloutError",
+    "RolloutPhase",
+    "RolloutState",
+    "RolloutType",
+    "StrategyError",
+    "TrafficStats",
+    "VersionMetrics",
+    "abort",
+    "canary_metrics_from_stats",
+    "histogram_quantile",
+    "judge_canary",
+    "next_rollout_action",
+    "promote",
+    "resolve_surge_unavailable",
+    "revisions_to_prune",
+    "rolling_update_status",
+    "rollout_from_record",
+    "rollout_to_record",
+    "start_canary",
+    "steps_summary",
+]
 
 
 class Action(enum.StrEnum):
@@ -54,168 +87,6 @@ class Action(enum.StrEnum):
     PROMOTE = "Promote"
     ABORT = "Abort"
     COMPLETE = "Complete"
-
-
-# ---------------------------------------------------------------- arithmetic
-
-
-class StrategyError(ValueError):
-    """A maxSurge / maxUnavailable value that is neither an int nor "N%"."""
-
-
-def _scaled(value: str | int, total: int, *, round_up: bool) -> int:
-    if isinstance(value, bool):
-        raise StrategyError(f"expected an integer or a percentage, got {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise StrategyError(f"must not be negative, got {value}")
-        return value
-    text = str(value).strip()
-    if text.endswith("%"):
-        try:
-            pct = int(text[:-1])
-        except ValueError:
-            raise StrategyError(f"expected a percentage like '25%', got {value!r}") from None
-        if pct < 0:
-            raise StrategyError(f"must not be negative, got {value!r}")
-        exact = pct * total
-        return -(-exact // 100) if round_up else exact // 100
-    try:
-        n = int(text)
-    except ValueError:
-        raise StrategyError(f"expected an integer or a percentage, got {value!r}") from None
-    if n < 0:
-        raise StrategyError(f"must not be negative, got {value!r}")
-    return n
-
-
-def resolve_surge_unavailable(
-    max_surge: str | int, max_unavailable: str | int, replicas: int
-) -> tuple[int, int]:
-    """(surge, unavailable) for `replicas`: surge rounds up, unavailable down.
-
-    As Kubernetes' ResolveFenceposts: if both come out 0, unavailable is 1 so
-    the rollout can make progress.
-    """
-    surge = _scaled(max_surge, replicas, round_up=True)
-    unavailable = _scaled(max_unavailable, replicas, round_up=False)
-    if surge == 0 and unavailable == 0:
-        unavailable = 1
-    return surge, min(unavailable, replicas) if replicas else unavailable
-
-
-# ---------------------------------------------------------------- metrics
-
-
-@dataclass(frozen=True, slots=True)
-class VersionMetrics:
-    """One version's traffic over a window."""
-
-    requests: float = 0.0
-    error_rate: float = 0.0
-    p99_ms: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class TrafficStats:
-    """Cumulative counters of one deployment+track, as the proxy exports them.
-
-    `buckets` are Prometheus-style cumulative histogram buckets:
-    (upper bound in seconds, count of requests at or below it), ascending,
-    the last one may be +inf.
-    """
-
-    requests: float = 0.0
-    errors: float = 0.0  # 5xx answers
-    buckets: tuple[tuple[float, float], ...] = ()
-
-
-def _delta(after: float, before: float) -> float:
-    return after - before if after >= before else after  # counter reset: count from zero
-
-
-def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
-    """Quantile from cumulative buckets, linear within a bucket (as PromQL)."""
-    if not buckets:
-        return 0.0
-    total = buckets[-1][1]
-    if total <= 0:
-        return 0.0
-    rank = q * total
-    prev_bound, prev_count = 0.0, 0.0
-    for bound, count in buckets:
-        if count >= rank:
-            if math.isinf(bound):
-                return prev_bound
-            if count == prev_count:
-                return bound
-            return prev_bound + (bound - prev_bound) * (rank - prev_count) / (count - prev_count)
-        prev_bound, prev_count = bound, count
-    return prev_bound
-
-
-def canary_metrics_from_stats(before: TrafficStats | None, after: TrafficStats) -> VersionMetrics:
-    """Error rate and p99 (ms) of the traffic between two cumulative snapshots."""
-    base = before or TrafficStats()
-    reset = after.requests < base.requests
-    if reset:
-        base = TrafficStats()
-    requests = _delta(after.requests, base.requests)
-    errors = _delta(after.errors, base.errors)
-    before_counts = dict(base.buckets)
-    buckets = tuple((b, max(0.0, c - before_counts.get(b, 0.0))) for b, c in after.buckets)
-    p99 = histogram_quantile(0.99, buckets) * 1000.0
-    rate = errors / requests if requests > 0 else 0.0
-    return VersionMetrics(requests=requests, error_rate=rate, p99_ms=p99)
-
-
-@dataclass(frozen=True, slots=True)
-class CanaryMetrics:
-    """Both versions' traffic since the analysis window began."""
-
-    stable: VersionMetrics
-    canary: VersionMetrics
-    window_start: float = 0.0
-
-
-# ---------------------------------------------------------------- state
-
-
-@dataclass(frozen=True)
-class RolloutState:
-    """A rollout in progress (or just finished), as etcd keeps it."""
-
-    deployment: str
-    type: RolloutType = RolloutType.CANARY
-    phase: RolloutPhase = RolloutPhase.PROGRESSING
-    step: int = 0
-    canary_weight: int = 0
-    canary_template: Mapping[str, Any] = field(default_factory=dict)
-    canary_revision: int = 0
-    stable_revision: int = 0
-    canary_replicas: int = 1
-    steps: tuple[Mapping[str, Any], ...] = ()
-    message: str = ""
-    started_at: float = 0.0
-    step_started_at: float = 0.0
-    stable_metrics: VersionMetrics | None = None
-    canary_metrics: VersionMetrics | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.phase not in FINISHED_PHASES
-
-    def stable_target_revision(self) -> int:
-        """Revision the stable set should run now (the canary's once promoting)."""
-        if self.phase in (RolloutPhase.PROMOTING, RolloutPhase.SUCCEEDED):
-            return self.canary_revision
-        return self.stable_revision
-
-    def wants_canary_replicas(self) -> bool:
-        """Canary replicas exist while the canary runs and while promotion is underway."""
-        return self.type is RolloutType.CANARY and self.phase in (
-            ACTIVE_CANARY_PHASES | {RolloutPhase.PROMOTING}
-        )
 
 
 def start_canary(
@@ -352,46 +223,6 @@ def _pause(state: RolloutState, pause: Mapping[str, Any], now: float) -> Rollout
     return RolloutDecision(Action.PAUSE, new, msg, requeue_at=until)
 
 
-def judge_canary(
-    analysis: Mapping[str, Any], metrics: CanaryMetrics, *, window_over: bool
-) -> tuple[bool | None, str]:
-    """(True pass | False fail | None undecided, why) for one analysis window.
-
-    The canary is held to absolute thresholds (`maxErrorRate`, `maxP99Ms`) and,
-    when set, to stable's figures over the same window (`maxErrorRateIncrease`:
-    canary error rate minus stable's; `maxP99Ratio`: canary p99 over stable's),
-    compared only once stable too has `minRequests`. A failing canary fails as
-    soon as it has `minRequests`; a passing one passes only once the whole
-    window is over.
-    """
-    max_err = float(analysis.get("maxErrorRate", 0.05) or 0.0)
-    max_p99 = float(analysis.get("maxP99Ms", 0) or 0.0)
-    max_increase = analysis.get("maxErrorRateIncrease")
-    max_ratio = float(analysis.get("maxP99Ratio", 0) or 0.0)
-    min_req = int(analysis.get("minRequests", 10) or 0)
-    c, s = metrics.canary, metrics.stable
-    seen = (
-        f"canary error rate {c.error_rate:.2%} p99 {c.p99_ms:.0f}ms over {c.requests:.0f} requests"
-        f" (stable {s.error_rate:.2%}, p99 {s.p99_ms:.0f}ms)"
-    )
-    if c.requests < min_req:
-        if window_over:
-            return None, f"inconclusive: {c.requests:.0f}/{min_req} canary requests; {seen}"
-        return None, f"measuring: {seen}"
-    if c.error_rate > max_err:
-        return False, f"{seen} exceeds max error rate {max_err:.2%}"
-    if max_p99 > 0 and c.p99_ms > max_p99:
-        return False, f"{seen} exceeds max p99 {max_p99:.0f}ms"
-    baseline = s.requests >= max(min_req, 1)
-    if max_increase is not None and baseline and c.error_rate - s.error_rate > max_increase:
-        return False, f"{seen}: error rate over stable's by more than {float(max_increase):.2%}"
-    if max_ratio > 0 and baseline and s.p99_ms > 0 and c.p99_ms > max_ratio * s.p99_ms:
-        return False, f"{seen}: p99 over {max_ratio:g}x stable's"
-    if not window_over:
-        return None, f"measuring: {seen}"
-    return True, f"passed: {seen}"
-
-
 def _analysis(
     state: RolloutState, analysis: Mapping[str, Any], metrics: CanaryMetrics | None, now: float
 ) -> RolloutDecision:
@@ -477,57 +308,6 @@ class RolloutError(ValueError):
     """A manual transition that the rollout's phase does not allow."""
 
 
-# ---------------------------------------------------------------- rolling update
-
-
-@dataclass(frozen=True, slots=True)
-class RollingStatus:
-    complete: bool
-    updated: int
-    ready: int
-    available: int
-    deadline_exceeded: bool
-    message: str
-
-
-def rolling_update_status(
-    deployment: DeploymentState,
-    replicas: Sequence[ReplicaState],
-    *,
-    started_at: float,
-    now: float,
-) -> RollingStatus:
-    """How far a rolling update to `deployment.revision` has come."""
-    stable = [r for r in replicas if r.track == Track.STABLE and not r.gone]
-    updated = [r for r in stable if r.revision == deployment.revision]
-    min_ready = deployment.rolling.min_ready_seconds
-    avail = [
-        r
-        for r in updated
-        if r.ready and r.ready_since is not None and now - r.ready_since >= min_ready
-    ]
-    ready = sum(1 for r in updated if r.ready)
-    old = len(stable) - len(updated)
-    complete = len(avail) >= deployment.replicas and old == 0
-    exceeded = not complete and now - started_at > deployment.rolling.progress_deadline_seconds
-    if complete:
-        msg = f"revision {deployment.revision} rolled out: {len(avail)} available"
-    else:
-        msg = (
-            f"{len(updated)}/{deployment.replicas} updated, {len(avail)} available, "
-            f"{old} old replicas left"
-        )
-        if exceeded:
-            msg = f"progress deadline exceeded: {msg}"
-    return RollingStatus(complete, len(updated), ready, len(avail), exceeded, msg)
-
-
-def revisions_to_prune(revisions: Sequence[int], *, current: int, limit: int) -> list[int]:
-    """Old revisions beyond the history limit, oldest first (never `current`)."""
-    old = sorted(r for r in set(revisions) if r != current)
-    return old[: max(0, len(old) - limit)]
-
-
 def steps_summary(steps: Sequence[Mapping[str, Any]]) -> list[str]:
     """Readable step list for `rollout status`."""
     out = []
@@ -540,76 +320,3 @@ def steps_summary(steps: Sequence[Mapping[str, Any]]) -> list[str]:
         elif "analysis" in s:
             out.append(f"analysis {(s['analysis'] or {}).get('windowSeconds', 60)}s")
     return out
-
-
-# ---------------------------------------------------------------- etcd record
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else ""
-
-
-def _metrics_record(m: VersionMetrics | None) -> dict[str, float] | None:
-    if m is None:
-        return None
-    return {"requests": m.requests, "errorRate": m.error_rate, "p99Ms": m.p99_ms}
-
-
-def _metrics_of(rec: Any) -> VersionMetrics | None:
-    if not isinstance(rec, Mapping):
-        return None
-    return VersionMetrics(
-        float(rec.get("requests", 0.0)),
-        float(rec.get("errorRate", 0.0)),
-        float(rec.get("p99Ms", 0.0)),
-    )
-
-
-def rollout_to_record(state: RolloutState) -> dict[str, Any]:
-    """The JSON kept at /gantry/rollouts/<name>: gantry.v1.Rollout's JSON mapping
-    plus `steps`, `startedTs` and `stepStartedTs` (exact floats) for resuming."""
-    rec: dict[str, Any] = {
-        "deployment": state.deployment,
-        "type": str(state.type),
-        "phase": str(state.phase),
-        "step": state.step,
-        "canaryWeight": state.canary_weight,
-        "canaryTemplate": dict(state.canary_template),
-        "canaryRevision": state.canary_revision,
-        "stableRevision": state.stable_revision,
-        "canaryReplicas": state.canary_replicas,
-        "message": state.message,
-        "startedAt": _iso(state.started_at),
-        "stepStartedAt": _iso(state.step_started_at),
-        "steps": [dict(s) for s in state.steps],
-        "startedTs": state.started_at,
-        "stepStartedTs": state.step_started_at,
-    }
-    for key, m in (
-        ("stableMetrics", state.stable_metrics),
-        ("canaryMetrics", state.canary_metrics),
-    ):
-        if m is not None:
-            rec[key] = _metrics_record(m)
-    return rec
-
-
-def rollout_from_record(rec: Mapping[str, Any]) -> RolloutState:
-    """Back from etcd (int64 fields may arrive as strings, as protobuf JSON writes them)."""
-    return RolloutState(
-        deployment=str(rec.get("deployment", "")),
-        type=RolloutType(rec.get("type") or RolloutType.CANARY),
-        phase=RolloutPhase(rec.get("phase") or RolloutPhase.PROGRESSING),
-        step=int(rec.get("step", 0)),
-        canary_weight=int(rec.get("canaryWeight", 0)),
-        canary_template=dict(rec.get("canaryTemplate") or {}),
-        canary_revision=int(rec.get("canaryRevision", 0)),
-        stable_revision=int(rec.get("stableRevision", 0)),
-        canary_replicas=int(rec.get("canaryReplicas", 1)),
-        steps=tuple(rec.get("steps") or ()),
-        message=str(rec.get("message", "")),
-        started_at=float(rec.get("startedTs", 0.0)),
-        step_started_at=float(rec.get("stepStartedTs", 0.0)),
-        stable_metrics=_metrics_of(rec.get("stableMetrics")),
-        canary_metrics=_metrics_of(rec.get("canaryMetrics")),
-    )

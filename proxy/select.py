@@ -130,7 +130,24 @@ def pick_endpoint(
                 if cap and any(inflight.get(e.key, 0) >= cap for e in candidates):
                     return NoBackend("all endpoints at their concurrency cap")
                 return NoBackend("no other endpoint to retry on")
+    if exclude is not None:
+        usable = _elsewhere(usable, candidates, exclude)
     return _pick(usable, policy, rng, inflight, seq)
+
+
+def _elsewhere(
+    usable: tuple[Endpoint, ...], candidates: tuple[Endpoint, ...], exclude: str
+) -> tuple[Endpoint, ...]:
+    """A retry prefers another machine than the failed endpoint's: a connect
+    failure often means the whole node is gone, not just one replica."""
+    failed = next((e for e in candidates if e.key == exclude), None)
+    if failed is None:
+        return usable
+    if failed.node:
+        others = tuple(e for e in usable if e.node != failed.node)
+    else:
+        others = tuple(e for e in usable if e.address != failed.address)
+    return others or usable
 
 
 def _pick(

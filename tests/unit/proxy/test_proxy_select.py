@@ -240,6 +240,40 @@ def test_retry_excludes_the_failed_endpoint() -> None:
     assert isinstance(alone, NoBackend)
 
 
+def test_retry_prefers_another_node() -> None:
+    def on(node: str, port: int) -> Endpoint:
+        return Endpoint(deployment="web", track="stable", address="10.0.0.1", port=port, node=node)
+
+    eps = (on("n1", 1), on("n1", 2), on("n2", 3), on("n3", 4))
+    got = Counter()
+    rng = random.Random(3)
+    for _ in range(200):
+        e = pick_endpoint(
+            eps, Balance.LEAST_REQUEST, rng, inflight={}, ejected=(), cap=0, exclude=eps[0].key
+        )
+        assert isinstance(e, Endpoint)
+        got[e.node] += 1
+    assert got["n1"] == 0 and got["n2"] > 0 and got["n3"] > 0
+    # only the failed node's other replica is left: it is used
+    only = pick_endpoint(
+        eps[:2], Balance.LEAST_REQUEST, rng, inflight={}, ejected=(), cap=0, exclude=eps[0].key
+    )
+    assert only is eps[1]
+    # without node names, another address counts as another machine
+    by_addr = (ep(1), ep(2), Endpoint(deployment="web", track="stable", address="10.0.0.2", port=1))
+    for _ in range(50):
+        e = pick_endpoint(
+            by_addr,
+            Balance.LEAST_REQUEST,
+            rng,
+            inflight={},
+            ejected=(),
+            cap=0,
+            exclude=by_addr[0].key,
+        )
+        assert e is by_addr[2]
+
+
 def test_same_seed_same_choices() -> None:
     r = route(25)
     a = [
