@@ -1,120 +1,44 @@
 """The Cluster gRPC service: what the CLI and the dashboard call.
 
-Owns the conversion between Cluster messages and deployment records, and
-the Apply semantics: validate every document first (nothing is written when
-one is invalid), then per deployment decide created / configured /
+Owns the Apply semantics: validate every document first (nothing is written
+when one is invalid), then per deployment decide created / configured /
 unchanged, bump `generation` on any change and the revision (with a
 /gantry/revisions record) when the template changes, and write with a
 compare on the record's mod_revision (retried on conflict). Reads come from
 the Mirror; Describe adds the deployment's events and pending reasons.
 Only the leader answers (standbys: FAILED_PRECONDITION naming the leader).
+The pure record conversions live in `controller.api_records`, the rollout
+calls in `controller.api_rollouts` (a mixin of `ClusterService`).
 """
 
 from __future__ import annotations
 
 import copy
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from google.protobuf import json_format
 
 from controller import keys
+from controller.api_records import applied_record, deployment_proto, replica_proto, validate
+from controller.api_rollouts import RolloutCalls
 from controller.election import Election, require_leader
-from controller.errors import Conflict, Invalid, NotFound, Unimplemented, streaming, unary
+from controller.errors import Conflict, Invalid, NotFound, streaming, unary
 from controller.events import Events, iso
 from controller.loop import (
-    deployment_state,
     node_capacity,
     replica_state,
-    rollout_state,
-    status_of,
 )
 from controller.model import Capacity, template_hash
 from controller.nodes import alive_nodes
-from controller.rollout import revisions_to_prune, rolling_update_status
+from controller.rollout import revisions_to_prune
 from controller.rollouts import RolloutEngine
 from controller.store import Delete, Json, Mirror, ModIs, Op, Put, Store
-from gantry.manifest import ManifestError, canonical_deployment
 from gantry.v1 import cluster_pb2, cluster_pb2_grpc, types_pb2
 
-API_VERSION = "gantry/v1"
-SERVER_META = ("generation", "uid", "createdAt")
 
-
-def validate(doc: Json) -> Json:
-    """The canonical deployment dict, or Invalid naming each error's field path."""
-    doc = {k: v for k, v in doc.items() if k != "status"}
-    doc.setdefault("apiVersion", API_VERSION)
-    doc.setdefault("kind", "Deployment")
-    meta = {k: v for k, v in (doc.get("metadata") or {}).items() if k not in SERVER_META}
-    doc["metadata"] = meta
-    name = meta.get("name") or "?"
-    try:
-        return dict(canonical_deployment(doc))
-    except ManifestError as exc:
-        raise Invalid(f"deployment {name}: " + "; ".join(exc.errors)) from None
-
-
-def desired_of(doc: Json) -> Json:
-    """The parts of a deployment a user writes: what Apply compares."""
-    meta = doc.get("metadata") or {}
-    return {
-        "metadata": {"name": meta.get("name", ""), "labels": meta.get("labels") or {}},
-        "spec": doc.get("spec") or {},
-    }
-
-
-def applied_record(
-    doc: Json, old: Json | None, *, now: float, revisions: Mapping[int, str] | None = None
-) -> tuple[str, Json, bool]:
-    """(action, new record, template changed) for applying `doc` over `old` (pure).
-
-    `revisions` maps the deployment's stored revision numbers to their template
-    hashes: a template seen before gets its old revision back, a new one the
-    next number after all of them (as Kubernetes numbers ReplicaSets)."""
-    want = desired_of(doc)
-    if old is not None and desired_of(old) == want:
-        return "unchanged", old, False
-    old_meta = (old or {}).get("metadata") or {}
-    old_status = (old or {}).get("status") or {}
-    new_hash = template_hash(want["spec"].get("template") or {})
-    changed = old is None or old_status.get("templateHash") != new_hash
-    revision = int(old_status.get("revision", 0))
-    if changed:
-        known = revisions or {}
-        same = sorted(r for r, h in known.items() if h == new_hash)
-        revision = same[-1] if same else max([revision, *known]) + 1
-    rec = {
-        "apiVersion": API_VERSION,
-        "kind": "Deployment",
-        "metadata": {
-            **want["metadata"],
-            "generation": int(old_meta.get("generation", 0)) + 1,
-            "uid": old_meta.get("uid") or uuid.uuid4().hex,
-            "createdAt": old_meta.get("createdAt") or iso(now),
-        },
-        "spec": want["spec"],
-        "status": {"revision": max(1, revision), "templateHash": new_hash},
-    }
-    return ("created" if old is None else "configured"), rec, changed
-
-
-def deployment_proto(rec: Json, replicas: list[Json]) -> types_pb2.Deployment:
-    out = types_pb2.Deployment()
-    body = {k: v for k, v in rec.items() if k != "status"}
-    json_format.ParseDict(body, out, ignore_unknown_fields=True)
-    status = {k: v for k, v in status_of(rec, replicas).items() if k != "templateHash"}
-    json_format.ParseDict(status, out.status, ignore_unknown_fields=True)
-    return out
-
-
-def replica_proto(rec: Json) -> types_pb2.Replica:
-    return json_format.ParseDict(rec, types_pb2.Replica(), ignore_unknown_fields=True)
-
-
-class ClusterService(cluster_pb2_grpc.ClusterServicer):
+class ClusterService(RolloutCalls, cluster_pb2_grpc.ClusterServicer):
     def __init__(
         self,
         store: Store,
@@ -426,93 +350,3 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             leader_address=str(rec.get("address", "")),
             is_leader=self.election.is_leader,
         )
-
-    # -- rollouts: served by the rollout engine -------------------------
-
-    def _engine(self) -> RolloutEngine:
-        self._guard()
-        if self.rollouts is None:
-            raise Unimplemented("rollouts are not served by this controller")
-        return self.rollouts
-
-    async def _rollout_status(self, name: str) -> cluster_pb2.RolloutStatusResponse:
-        dep_item, ro_item = await self.store.read(keys.deployment(name), keys.rollout(name))
-        if not dep_item:
-            raise NotFound(f"deployment {name!r} not found")
-        dep = dep_item[0].value
-        reps, _ = await self.store.list(keys.replicas(name))
-        out = cluster_pb2.RolloutStatusResponse(
-            deployment=deployment_proto(dep, [r.value for r in reps])
-        )
-        record = ro_item[0].value if ro_item else None
-        if record is None or not rollout_state(record) or not rollout_state(record).active:  # type: ignore[union-attr]
-            status = rolling_update_status(
-                deployment_state(dep),
-                [replica_state(r.value) for r in reps],
-                started_at=time.time(),
-                now=time.time(),
-            )
-            out.rollout.CopyFrom(
-                types_pb2.Rollout(
-                    deployment=name,
-                    type="RollingUpdate",
-                    phase="Succeeded" if status.complete else "Progressing",
-                    stable_revision=int((dep.get("status") or {}).get("revision", 1)),
-                    message=status.message,
-                )
-            )
-            if record is not None:
-                out.rollout.message = f"{status.message}; last canary: {record.get('phase')} {record.get('message', '')}".strip()
-            return out
-        json_format.ParseDict(record, out.rollout, ignore_unknown_fields=True)
-        if self.rollouts is not None:
-            live = await self.rollouts.live_metrics(name)
-            for field, m in (("stable_metrics", live.stable), ("canary_metrics", live.canary)):
-                getattr(out.rollout, field).CopyFrom(
-                    types_pb2.VersionMetrics(
-                        requests=m.requests, error_rate=m.error_rate, p99_ms=m.p99_ms
-                    )
-                )
-        return out
-
-    @unary
-    async def RolloutStatus(self, request: cluster_pb2.RolloutRequest, context: Any) -> Any:
-        self._engine()
-        return await self._rollout_status(request.name)
-
-    @unary
-    async def RolloutHistory(self, request: cluster_pb2.RolloutRequest, context: Any) -> Any:
-        engine = self._engine()
-        self._deployment_exists(request.name)
-        out = cluster_pb2.RolloutHistoryResponse()
-        for rec in await engine.history(request.name):
-            out.revisions.append(
-                json_format.ParseDict(rec, types_pb2.RevisionRecord(), ignore_unknown_fields=True)
-            )
-        return out
-
-    @unary
-    async def RolloutUndo(self, request: cluster_pb2.RolloutUndoRequest, context: Any) -> Any:
-        await self._engine().undo(request.name, int(request.to_revision))
-        return await self._rollout_status(request.name)
-
-    @unary
-    async def StartCanary(self, request: cluster_pb2.StartCanaryRequest, context: Any) -> Any:
-        await self._engine().start(
-            request.name, image=request.image, weight=request.weight, replicas=request.replicas
-        )
-        return await self._rollout_status(request.name)
-
-    @unary
-    async def Promote(self, request: cluster_pb2.RolloutRequest, context: Any) -> Any:
-        await self._engine().promote(request.name)
-        return await self._rollout_status(request.name)
-
-    @unary
-    async def Abort(self, request: cluster_pb2.RolloutRequest, context: Any) -> Any:
-        await self._engine().abort(request.name)
-        return await self._rollout_status(request.name)
-
-    def _deployment_exists(self, name: str) -> None:
-        if keys.deployment(name) not in self.mirror["deployments"]:
-            raise NotFound(f"deployment {name!r} not found")
