@@ -133,7 +133,12 @@ def rename(layout: Layout, old_path: str, new_path: str) -> None:
 
 
 def limit_files(layout: Layout, cgroups_path: str, res: Resources) -> list[tuple[str, str]]:
-    """(file, value) pairs to write, in order (pure)."""
+    """(file, value) pairs to write, in order (pure): resource limits, then devices."""
+    return resource_files(layout, cgroups_path, res) + device_files(layout, cgroups_path)
+
+
+def resource_files(layout: Layout, cgroups_path: str, res: Resources) -> list[tuple[str, str]]:
+    """The memory, pids and cpu limit files for `res` (pure); a trailing '?' marks optional."""
     rel = norm_path(cgroups_path)
     out: list[tuple[str, str]] = []
 
@@ -161,23 +166,33 @@ def limit_files(layout: Layout, cgroups_path: str, res: Resources) -> list[tuple
         out.append((f"{pids}/pids.max", str(res.pids_limit) if res.pids_limit > 0 else "max"))
     cpu = base("cpu")
     if cpu:
-        if layout.controller_home("cpu") == "v1":
-            if res.cpu_quota_us is not None:
-                out.append((f"{cpu}/cpu.cfs_period_us", str(res.cpu_period_us or 100_000)))
-                out.append((f"{cpu}/cpu.cfs_quota_us", str(res.cpu_quota_us)))
-            if res.cpu_shares is not None:
-                out.append((f"{cpu}/cpu.shares", str(res.cpu_shares)))
-        else:
-            if res.cpu_quota_us is not None:
-                out.append((f"{cpu}/cpu.max", f"{res.cpu_quota_us} {res.cpu_period_us or 100_000}"))
-            if res.cpu_shares is not None:
-                weight = 1 + ((max(2, res.cpu_shares) - 2) * 9999) // 262142
-                out.append((f"{cpu}/cpu.weight", str(weight)))
-    if "devices" in layout.v1:
-        dev = os.path.join(layout.v1["devices"], rel)
-        out.append((f"{dev}/devices.deny", "a"))
-        out.extend((f"{dev}/devices.allow", rule) for rule in DEVICE_ALLOW)
+        out.extend(_cpu_files(layout, cpu, res))
     return out
+
+
+def _cpu_files(layout: Layout, cpu: str, res: Resources) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if layout.controller_home("cpu") == "v1":
+        if res.cpu_quota_us is not None:
+            out.append((f"{cpu}/cpu.cfs_period_us", str(res.cpu_period_us or 100_000)))
+            out.append((f"{cpu}/cpu.cfs_quota_us", str(res.cpu_quota_us)))
+        if res.cpu_shares is not None:
+            out.append((f"{cpu}/cpu.shares", str(res.cpu_shares)))
+    else:
+        if res.cpu_quota_us is not None:
+            out.append((f"{cpu}/cpu.max", f"{res.cpu_quota_us} {res.cpu_period_us or 100_000}"))
+        if res.cpu_shares is not None:
+            weight = 1 + ((max(2, res.cpu_shares) - 2) * 9999) // 262142
+            out.append((f"{cpu}/cpu.weight", str(weight)))
+    return out
+
+
+def device_files(layout: Layout, cgroups_path: str) -> list[tuple[str, str]]:
+    """v1's device rules (pure): the same for every container."""
+    if "devices" not in layout.v1:
+        return []
+    dev = os.path.join(layout.v1["devices"], norm_path(cgroups_path))
+    return [(f"{dev}/devices.deny", "a")] + [(f"{dev}/devices.allow", r) for r in DEVICE_ALLOW]
 
 
 def _enable_v2(layout: Layout, rel: str) -> None:
@@ -204,18 +219,26 @@ def create(layout: Layout, cgroups_path: str, res: Resources) -> list[str]:
     for d in made:
         os.makedirs(d, exist_ok=True)
     _enable_v2(layout, rel)
-    for path, value in limit_files(layout, cgroups_path, res):
+    write_files(limit_files(layout, cgroups_path, res))
+    return [os.path.join(d, "cgroup.procs") for d in made]
+
+
+def write_files(files: list[tuple[str, str]]) -> None:
+    """Write each (file, value); CgroupError unless the file is marked optional ('?')."""
+    for path, value in files:
         optional = path.endswith("?")
         path = path.rstrip("?")
         try:
-            with open(path, "w") as f:
-                f.write(value)
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, value.encode())
+            finally:
+                os.close(fd)
         except OSError as e:
             if not optional:
                 raise CgroupError(
                     f"cgroup: cannot write {value!r} to {path}: {e.strerror}"
                 ) from None
-    return [os.path.join(d, "cgroup.procs") for d in made]
 
 
 def pids_in(layout: Layout, cgroups_path: str) -> list[int]:

@@ -1,11 +1,11 @@
 """What runs inside a container's process, from clone/fork up to execve.
 
 Owns the in-child setup sequence: leave the agent's session and stdio, join
-the cgroups and the network namespace, make mounts private, mount the root
-(overlay or bind) and the plan's mounts, populate /dev, pivot_root, mask and
-protect paths, set the hostname; then, in the application process, reset
-signals, redirect stdio, set rlimits, find the executable, drop privileges
-(bounding set, ids, capset, ambient), wait for `start` if asked, set
+the cgroups and the network namespace, set up the root file system (the
+mounts themselves are `rootfs`'s), set the hostname; then, in the
+application process, reset signals, redirect stdio, set rlimits, find the
+executable, drop privileges (bounding set, ids, capset, ambient), wait for
+the zygote's go (a pool sandbox) and for `start` if asked, set
 no_new_privs, load seccomp, close fds and exec. Also the cold-path init's
 entry (`init_main`), the `exec` request's child (`exec_main`), and the cache
 of seccomp filters prepared before any request.
@@ -24,43 +24,14 @@ import errno
 import os
 import resource
 import signal
-import stat
 from dataclasses import dataclass
 from typing import Any
 
 from agent.runtime import linux
 from agent.runtime.pid1 import FORWARDED, reap_forever
-from agent.runtime.plan import (
-    MS_BIND,
-    MS_NODEV,
-    MS_NOEXEC,
-    MS_NOSUID,
-    MS_PRIVATE,
-    MS_RDONLY,
-    MS_REC,
-    MS_REMOUNT,
-    Plan,
-)
-
-_DEVICES = (
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-    ("tty", 5, 0),
-)
-_DEV_LINKS = (
-    ("fd", "/proc/self/fd"),
-    ("stdin", "/proc/self/fd/0"),
-    ("stdout", "/proc/self/fd/1"),
-    ("stderr", "/proc/self/fd/2"),
-    ("ptmx", "pts/ptmx"),
-)
-
-
-class SetupError(Exception):
-    pass
+from agent.runtime.plan import Plan
+from agent.runtime.rootfs import SetupError as SetupError  # re-exported
+from agent.runtime.rootfs import setup_root
 
 
 @dataclass
@@ -71,95 +42,6 @@ class ChildFds:
     stderr: int
     netns: int
     fifo: int
-
-
-def _inside(root: str, dest: str) -> str:
-    target = os.path.join(root, dest.lstrip("/"))
-    real = os.path.realpath(target)
-    if real != root and not real.startswith(root + "/"):
-        raise SetupError(f"mount destination {dest} escapes the root file system")
-    return real
-
-
-def _make_target(target: str, source_is_file: bool) -> None:
-    if os.path.exists(target):
-        return
-    if source_is_file:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "a"):
-            pass
-    else:
-        os.makedirs(target, exist_ok=True)
-
-
-def _populate_dev(dev: str) -> None:
-    for name, major, minor in _DEVICES:
-        path = f"{dev}/{name}"
-        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
-        os.chmod(path, 0o666)
-    for name, target in _DEV_LINKS:
-        with contextlib.suppress(FileExistsError):
-            os.symlink(target, f"{dev}/{name}")
-
-
-def _do_mounts(root: str, plan: Plan) -> None:
-    for m in plan.mounts:
-        target = _inside(root, m.destination)
-        if m.flags & MS_BIND:
-            src = m.source
-            _make_target(target, not os.path.isdir(src))
-            linux.mount(src, target, None, m.flags & (MS_BIND | MS_REC))
-            extra = m.flags & ~(MS_BIND | MS_REC)
-            if extra:
-                linux.mount(src, target, None, MS_BIND | MS_REMOUNT | extra)
-            continue
-        _make_target(target, False)
-        linux.mount(m.source, target, m.type, m.flags, m.data or None)
-        if m.destination == "/dev" and m.type == "tmpfs":
-            _populate_dev(target)
-
-
-def _mask_and_protect(plan: Plan) -> None:
-    for p in plan.masked_paths:
-        if not os.path.exists(p):
-            continue
-        if os.path.isdir(p):
-            linux.mount("tmpfs", p, "tmpfs", MS_RDONLY)
-        else:
-            linux.mount("/dev/null", p, None, MS_BIND)
-    for p in plan.readonly_paths:
-        if not os.path.exists(p):
-            continue
-        linux.mount(p, p, None, MS_BIND | MS_REC)
-        linux.mount(
-            p, p, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC | MS_NOSUID | MS_NODEV | MS_NOEXEC
-        )
-
-
-def make_private() -> None:
-    """Nothing mounted from here on propagates to the host (and pivot_root works)."""
-    linux.mount("none", "/", None, MS_REC | MS_PRIVATE)
-
-
-def _setup_root(plan: Plan, *, private: bool = False) -> None:
-    root = os.path.realpath(plan.rootfs)
-    if not private:
-        make_private()
-    if plan.overlay_lower:
-        opts = f"lowerdir={':'.join(plan.overlay_lower)}"
-        if plan.overlay_upper:
-            opts += f",upperdir={plan.overlay_upper},workdir={plan.overlay_work}"
-        linux.mount("overlay", root, "overlay", 0, opts)
-    else:
-        linux.mount(root, root, None, MS_BIND | MS_REC)
-    _do_mounts(root, plan)
-    os.chdir(root)
-    linux.pivot_root(".", ".")
-    linux.umount2(".", linux.MNT_DETACH)
-    os.chdir("/")
-    _mask_and_protect(plan)
-    if plan.readonly_root:
-        linux.mount("/", "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
 
 
 def _find_exec(plan: Plan) -> str:
@@ -180,7 +62,7 @@ def _find_exec(plan: Plan) -> str:
 
 
 def _drop_privileges(plan: Plan) -> None:
-    for cap in range(0, 64):
+    for cap in range(0, linux.CAP_LAST + 1):
         if not (plan.cap_bounding >> cap) & 1:
             try:
                 linux.prctl(linux.PR_CAPBSET_DROP, cap)
@@ -202,11 +84,30 @@ def _drop_privileges(plan: Plan) -> None:
             linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, cap)
 
 
-def app_main(plan: Plan, fds: ChildFds, prepared_seccomp: Any, autostart: bool) -> None:
-    """Runs as the container's application process, up to execve."""
+def reset_signals() -> None:
+    """The application starts with default signal dispositions."""
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, *FORWARDED):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def app_main(
+    plan: Plan,
+    fds: ChildFds,
+    prepared_seccomp: Any,
+    autostart: bool,
+    *,
+    go_fd: int = -1,
+    signals_reset: bool = False,
+) -> None:
+    """Runs as the container's application process, up to execve.
+
+    With `go_fd`, waits there for b"G" (the zygote has made the cgroups final)
+    before it reports ready or execs; anything else ends it. `signals_reset`:
+    `reset_signals()` was done already (a pool sandbox, ahead of its request).
+    """
     try:
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, *FORWARDED):
-            signal.signal(sig, signal.SIG_DFL)
+        if not signals_reset:
+            reset_signals()
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(fds.stdout if fds.stdout >= 0 else null, 1)
@@ -217,6 +118,8 @@ def app_main(plan: Plan, fds: ChildFds, prepared_seccomp: Any, autostart: bool) 
         exe = _find_exec(plan)
         os.chdir(plan.cwd)
         _drop_privileges(plan)
+        if go_fd >= 0 and os.read(go_fd, 1) != b"G":
+            raise SetupError("the zygote withdrew the container before its start")
         if not autostart:
             os.write(fds.status_w, b"R")
             if os.read(fds.fifo, 1) != b"S":
@@ -256,12 +159,12 @@ def detach_and_join(procs: list[str] | list[int]) -> None:
                 f.write("0")
 
 
-def finish_setup(plan: Plan, fds: ChildFds, *, private: bool = False) -> None:
+def finish_setup(plan: Plan, fds: ChildFds, *, private: bool = False, staged: bool = False) -> None:
     if fds.netns >= 0:
         linux.setns(fds.netns, linux.CLONE_NEWNET)
         os.close(fds.netns)
     os.umask(0o022)
-    _setup_root(plan, private=private)
+    setup_root(plan, private=private, staged=staged)
     if plan.hostname:
         linux.sethostname(plan.hostname)
 

@@ -14,8 +14,9 @@ Containers outlive the agent and the zygote; an exit code is written by the
 container's init (or by the zygote when it reaps an init killed outright).
 
 The zygote keeps `pool_size` sandboxes ready (namespaces made, v1 cgroups
-joined, `lo` up); a container whose cgroupsPath is `/<prefix>/<name>` takes
-one (its cgroup is renamed), others are cloned on request. `exec()` runs a
+joined, `lo` up, /proc, /dev and /sys staged); a container whose cgroupsPath
+is `/<prefix>/<name>` takes one (its cgroup is renamed), others are cloned
+on request. State files and waits are `statefiles`'s (re-exported here). `exec()` runs a
 command inside a running container under the container's own cgroups,
 capabilities, seccomp filter, user, env and cwd.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -38,7 +40,7 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,44 +49,24 @@ from agent.runtime.base import (
     BundleError,
     ContainerExists,
     ContainerIO,
-    ContainerNotFound,
     ContainerState,
     Runtime,
     RuntimeError_,
     Status,
 )
+from agent.runtime.sandbox import brief, encode_plan, pack
+from agent.runtime.statefiles import KILLED_EXIT as KILLED_EXIT  # re-exported from here
+from agent.runtime.statefiles import ContainerFiles as ContainerFiles
+from agent.runtime.statefiles import _read_int, _real, open_exit_fifo
+from agent.runtime.statefiles import check_id as check_id
+from agent.runtime.statefiles import wait_exit_code as wait_exit_code
+from agent.runtime.statefiles import wait_pid_exit as wait_pid_exit
 
 log = logging.getLogger("gantry.runtime.core")
-
-KILLED_EXIT = 137  # an init that vanished without leaving an exit code was SIGKILLed
-_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
 class ZygoteGone(RuntimeError_):
     """The helper process is not running (restart the agent's Core)."""
-
-
-def check_id(container_id: str) -> str:
-    if (
-        not container_id
-        or len(container_id) > 128
-        or not set(container_id) <= _ID_CHARS
-        or container_id[0] == "."
-    ):
-        raise BundleError(f"container id {container_id!r} must be 1-128 of [A-Za-z0-9_.-]")
-    return container_id
-
-
-def _read_int(path: Path) -> int | None:
-    try:
-        raw = path.read_text().strip()
-    except OSError:
-        return None
-    return int(raw) if raw.lstrip("-").isdigit() else None
-
-
-def _real(path: Path) -> Path:
-    return Path(os.path.realpath(path))
 
 
 def load_plan(bundle: Path, *, default_cgroup: str) -> plan.Plan:
@@ -99,7 +81,7 @@ def load_plan(bundle: Path, *, default_cgroup: str) -> plan.Plan:
         raise BundleError(f"{cfg}: not a JSON object")
     p = plan.parse(bundle, spec)
     if not p.cgroups_path:
-        p = plan.Plan.from_json({**p.to_json(), "cgroups_path": default_cgroup})
+        p = dataclasses.replace(p, cgroups_path=default_cgroup)
     return p
 
 
@@ -121,14 +103,25 @@ class ZygoteClient:
         child.close()
         return cls(pid, parent)
 
-    async def request(self, msg: dict[str, Any]) -> dict[str, Any]:
+    async def request(
+        self,
+        msg: dict[str, Any],
+        p: plan.Plan | None = None,
+        while_waiting: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        """Send one request (with its plan, if any) and return the zygote's reply.
+
+        `while_waiting` (which must not raise) runs once the request is sent."""
+        raw = pack(msg, encode_plan(p)) if p is not None else pack(msg)
         loop = asyncio.get_running_loop()
         async with self.lock:
             if self.sock.fileno() < 0:
                 raise ZygoteGone("the core's zygote was closed")
             self.sock.setblocking(False)
             try:
-                await loop.sock_sendall(self.sock, json.dumps(msg).encode())
+                await loop.sock_sendall(self.sock, raw)
+                if while_waiting is not None:
+                    while_waiting()
                 raw = await loop.sock_recv(self.sock, zygote.MAX_MSG)
             except OSError as e:
                 raise ZygoteGone(f"the core's zygote (pid {self.pid}) is gone: {e}") from None
@@ -154,164 +147,6 @@ class ZygoteClient:
                     os.kill(self.pid, signal.SIGKILL)
                 timeout, deadline = 0, time.monotonic() + 1
             time.sleep(0.005)
-
-
-async def wait_pid_exit(pid: int, start_time: int) -> None:
-    """Wait (without blocking the loop) until the process is gone or a zombie."""
-    if pid <= 0 or linux.start_time(pid) != start_time:
-        return
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def on_exit() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    loop.add_reader(pidfd, on_exit)
-    try:
-        if linux.start_time(pid) != start_time:  # exited or reused before the fd
-            return
-        await done
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-
-
-async def wait_exit_code(
-    d: Path, pid: int, start_time: int, *, grace: float, early_out: bool
-) -> int:
-    """Wait for `<d>/exit` (written just before the init exits) or the process's end.
-
-    The init signals through the `exit.fifo` as soon as the code is written, so
-    a waiter does not also wait for the namespaces' teardown (several ms).
-    """
-    loop = asyncio.get_running_loop()
-    wake = asyncio.Event()
-    fds: list[int] = []
-    with contextlib.suppress(OSError):  # the init writes a byte here once `exit` is there
-        fifo = os.open(d / zygote.EXIT_FIFO, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        fds.append(fifo)
-
-        def on_fifo() -> None:
-            loop.remove_reader(fifo)
-            wake.set()
-
-        loop.add_reader(fifo, on_fifo)
-    if pid > 0 and linux.start_time(pid) == start_time:
-        with contextlib.suppress(OSError):
-            pidfd = os.pidfd_open(pid)
-            fds.append(pidfd)
-
-            def on_pid() -> None:
-                loop.remove_reader(pidfd)
-                wake.set()
-
-            loop.add_reader(pidfd, on_pid)
-    gone_at: float | None = None
-    try:
-        while True:
-            wake.clear()
-            code = _read_int(d / zygote.EXIT_FILE)
-            if code is not None:
-                return code
-            alive = linux.start_time(pid) == start_time and linux.proc_state(pid) not in (
-                "Z",
-                "X",
-                "",
-            )
-            timeout: float | None = None if len(fds) == 2 else 0.05
-            if not alive:
-                if early_out and linux.start_time(pid) != start_time:
-                    break  # reaped and still no file: nobody recorded it
-                gone_at = gone_at if gone_at is not None else loop.time()
-                if loop.time() - gone_at > grace:
-                    break
-                timeout = 0.01
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout)
-    finally:
-        for fd in fds:
-            loop.remove_reader(fd)
-            os.close(fd)
-    code = _read_int(d / zygote.EXIT_FILE)
-    return KILLED_EXIT if code is None else code
-
-
-class ContainerFiles:
-    """Per-container state on disk, shared by the core and the runc runtime."""
-
-    name = "files"
-
-    def __init__(self, *, state_dir: Path, prefix: str = "gantry") -> None:
-        self.state_dir = Path(state_dir)
-        self.prefix = prefix
-        self.layout = cgroups.detect()
-        (self.state_dir / "containers").mkdir(parents=True, exist_ok=True)
-
-    def _dir(self, cid: str) -> Path:
-        return self.state_dir / "containers" / check_id(cid)
-
-    def _read(self, cid: str) -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = json.loads((self._dir(cid) / "state.json").read_text())
-            return data
-        except FileNotFoundError:
-            raise ContainerNotFound(f"container {cid!r} not found in {self.state_dir}") from None
-        except (OSError, json.JSONDecodeError) as e:
-            raise RuntimeError_(f"container {cid!r}: unreadable state: {e}") from None
-
-    def _write(self, cid: str, data: dict[str, Any]) -> None:
-        d = self._dir(cid)
-        tmp = d / "state.json.tmp"
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, d / "state.json")
-
-    def _exit_code(self, cid: str) -> int | None:
-        return _read_int(self._dir(cid) / zygote.EXIT_FILE)
-
-    def _state_of(self, cid: str, data: dict[str, Any]) -> ContainerState:
-        bundle = Path(data.get("bundle", ""))
-        if data.get("creating"):
-            return ContainerState(cid, Status.CREATING, 0, bundle)
-        pid, st = int(data.get("pid", 0)), int(data.get("start_time", 0))
-        code = self._exit_code(cid)
-        if pid == 0 and code is None:
-            return ContainerState(cid, Status.CREATED, 0, bundle)
-        alive = (
-            code is None
-            and linux.start_time(pid) == st
-            and linux.proc_state(pid) not in ("Z", "X", "")
-        )
-        if alive:
-            return ContainerState(
-                cid, Status.RUNNING if data.get("started") else Status.CREATED, pid, bundle
-            )
-        if code is None and linux.start_time(pid) != st:
-            code = KILLED_EXIT  # init gone and nobody could record why
-        return ContainerState(cid, Status.STOPPED, 0, bundle, code)
-
-    async def _wait_code(
-        self, cid: str, pid: int, start_time: int, *, grace: float = 1.0, early_out: bool = True
-    ) -> int:
-        """The exit code, as soon as it is recorded (inotify) or the process is gone.
-
-        After the process has gone, waits up to `grace` s for the file; with
-        `early_out`, not at all once the process is reaped (nobody will write it).
-        """
-        return await wait_exit_code(
-            self._dir(cid), pid, start_time, grace=grace, early_out=early_out
-        )
-
-    async def list(self) -> list[ContainerState]:
-        out = []
-        for d in sorted((self.state_dir / "containers").iterdir()):
-            with contextlib.suppress(ContainerNotFound, RuntimeError_, KeyError, ValueError):
-                out.append(self._state_of(d.name, self._read(d.name)))
-        return out
 
 
 class Core(ContainerFiles):
@@ -342,6 +177,20 @@ class Core(ContainerFiles):
     async def create(
         self, container_id: str, bundle: Path, io: ContainerIO, *, autostart: bool = False
     ) -> None:
+        await self._create(container_id, bundle, io, autostart=autostart)
+
+    async def _create(
+        self,
+        container_id: str,
+        bundle: Path,
+        io: ContainerIO,
+        *,
+        autostart: bool,
+        watch: bool = False,
+    ) -> tuple[dict[str, Any], int]:
+        """`create`; returns the state written and, with `watch`, the container's
+        exit fifo (else -1), made and opened while the zygote works, so that
+        `run` has nothing to set up once the container is running."""
         d = self._dir(container_id)
         bundle = _real(bundle)
         p = load_plan(bundle, default_cgroup=f"/{self.prefix}/{container_id}")
@@ -357,28 +206,38 @@ class Core(ContainerFiles):
             "creating": True,
             "created_at": time.time(),
         }
-        self._write(container_id, meta)
         req = {
             "op": "create",
-            "plan": p.to_json(),
             "state_dir": str(d),
             "stdout": str(io.stdout) if io.stdout else None,
             "stderr": str(io.stderr) if io.stderr else None,
             "autostart": autostart,
+            "brief": brief(p),
         }
+        fifo = -1
+
+        def make_fifo() -> None:  # meanwhile; the exit file is checked after it opens
+            nonlocal fifo
+            with contextlib.suppress(OSError):  # without it, a waiter falls back to the pidfd
+                os.mkfifo(d / zygote.EXIT_FIFO, 0o600)
+            fifo = open_exit_fifo(d) if watch else -1
+
         try:
-            reply = await self.client.request(req)
+            self._write(container_id, meta)
+            reply = await self.client.request(req, p, make_fifo)
+            if not reply.get("ok"):
+                raise BundleError(f"container {container_id!r}: {reply.get('error')}")
         except BaseException:
+            if fifo >= 0:
+                os.close(fifo)
             await self._cleanup(container_id, p.cgroups_path)
             raise
-        if not reply.get("ok"):
-            await self._cleanup(container_id, p.cgroups_path)
-            raise BundleError(f"container {container_id!r}: {reply.get('error')}")
         meta.update(
             pid=reply["pid"], start_time=reply["start_time"], started=autostart, creating=False
         )
         self._write(container_id, meta)
         log.info("created container %s pid %s", container_id, reply["pid"])
+        return meta, fifo
 
     async def _cleanup(self, cid: str, cgroups_path: str) -> None:
         await asyncio.to_thread(cgroups.remove, self.layout, cgroups_path)
@@ -447,10 +306,10 @@ class Core(ContainerFiles):
         if not argv:
             raise BundleError(f"exec in {container_id!r}: empty command")
         p = load_plan(Path(data["bundle"]), default_cgroup=str(data.get("cgroups_path") or ""))
-        p = plan.Plan.from_json({**p.to_json(), "args": list(argv)})
+        p = dataclasses.replace(p, args=list(argv))
         exit_path = self._dir(container_id) / f"exec-{os.urandom(6).hex()}.exit"
         reply = await self.client.request(
-            {"op": "exec", "pid": st.pid, "plan": p.to_json(), "exit_path": str(exit_path)}
+            {"op": "exec", "pid": st.pid, "exit_path": str(exit_path)}, p
         )
         if not reply.get("ok"):
             raise RuntimeError_(f"exec in {container_id!r}: {reply.get('error')}")
@@ -474,8 +333,8 @@ class Core(ContainerFiles):
                 os.unlink(exit_path)
 
     async def run(self, container_id: str, bundle: Path, io: ContainerIO) -> int:
-        await self.create(container_id, bundle, io, autostart=True)
-        return await self.wait(container_id)
+        meta, fifo = await self._create(container_id, bundle, io, autostart=True, watch=True)
+        return await self._wait_code(container_id, meta["pid"], meta["start_time"], fifo=fifo)
 
 
 async def delete_all(rt: Runtime) -> list[str]:

@@ -14,15 +14,36 @@ import fcntl
 import os
 import socket
 import struct
+from typing import Any
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # PyDLL keeps the GIL across the call: the raw clone's child must come back
 # holding the same interpreter state the parent had.
 _pylibc = ctypes.PyDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
 _pysyscall = _pylibc.syscall
 _pysyscall.restype = ctypes.c_long
+
+
+def _typed(name: str, argtypes: list[Any], restype: Any = ctypes.c_int) -> Any:
+    """A libc function of its own with fixed argument types: a call converts
+    plain ints and bytes directly (cheaper than a ctypes object per argument,
+    which counts in a freshly forked child)."""
+    fn = _libc[name]  # a new function object: its argtypes are its own
+    fn.argtypes = argtypes
+    fn.restype = restype
+    return fn
+
+
+_C, _UL, _L, _P = ctypes.c_int, ctypes.c_ulong, ctypes.c_long, ctypes.c_char_p
+_prctl = _typed("prctl", [_C, _UL, _UL, _UL, _UL])
+_mount = _typed("mount", [_P, _P, _P, _UL, _P])
+_umount2 = _typed("umount2", [_P, _C])
+_prctl_p = _typed("prctl", [_C, _UL, ctypes.c_void_p, _UL, _UL])  # a pointer third
+_sys_ii = _typed("syscall", [_L, _C, _C], _L)  # setns
+_sys_pp = _typed("syscall", [_L, _P, _P], _L)  # pivot_root
+_sys_pn = _typed("syscall", [_L, _P, ctypes.c_size_t], _L)  # sethostname
+_sys_vv = _typed("syscall", [_L, ctypes.c_void_p, ctypes.c_void_p], _L)  # capset
+_sys_uuu = _typed("syscall", [_L, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint], _L)
 
 SYS_CLONE = 56
 SYS_PIVOT_ROOT = 155
@@ -76,33 +97,35 @@ def clone(flags: int) -> int:
 
 
 def setns(fd: int, nstype: int) -> None:
-    _check(_syscall(SYS_SETNS, ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+    _check(_sys_ii(SYS_SETNS, fd, nstype), "setns")
 
 
 def mount(
     source: str, target: str, fstype: str | None, flags: int, data: str | None = None
 ) -> None:
-    ret = _libc.mount(
+    ret = _mount(
         source.encode(),
         target.encode(),
         fstype.encode() if fstype else None,
-        ctypes.c_ulong(flags),
+        flags,
         data.encode() if data else None,
     )
-    _check(ret, f"mount {fstype or ''} {source} on {target}")
+    if ret < 0:
+        _check(ret, f"mount {fstype or ''} {source} on {target}")
 
 
 def umount2(target: str, flags: int) -> None:
-    _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), f"umount2 {target}")
+    if _umount2(target.encode(), flags) < 0:
+        _check(-1, f"umount2 {target}")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    _check(_syscall(SYS_PIVOT_ROOT, new_root.encode(), put_old.encode()), "pivot_root")
+    _check(_sys_pp(SYS_PIVOT_ROOT, new_root.encode(), put_old.encode()), "pivot_root")
 
 
 def sethostname(name: str) -> None:
     raw = name.encode()
-    _check(_syscall(SYS_SETHOSTNAME, raw, ctypes.c_size_t(len(raw))), "sethostname")
+    _check(_sys_pn(SYS_SETHOSTNAME, raw, len(raw)), "sethostname")
 
 
 PR_SET_NAME = 15
@@ -115,22 +138,22 @@ def set_name(name: str) -> None:
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    return _check(
-        _libc.prctl(
-            ctypes.c_int(option),
-            ctypes.c_ulong(arg2),
-            ctypes.c_ulong(arg3),
-            ctypes.c_ulong(arg4),
-            ctypes.c_ulong(arg5),
-        ),
-        f"prctl({option})",
-    )
+    ret: int = _prctl(option, arg2, arg3, arg4, arg5)
+    return ret if ret >= 0 else _check(ret, f"prctl({option})")
+
+
+# Made at import, before any fork: making a ctypes array type (or a buffer of a
+# new size) costs a few hundred us in a freshly forked child.
+_CAP_HEADER = ctypes.create_string_buffer(8)
+_CAP_DATA = ctypes.create_string_buffer(24)
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
-    header = struct.pack("=Ii", _CAP_V3, 0)
-    data = struct.pack(
+    struct.pack_into("=Ii", _CAP_HEADER, 0, _CAP_V3, 0)
+    struct.pack_into(
         "=IIIIII",
+        _CAP_DATA,
+        0,
         effective & 0xFFFFFFFF,
         permitted & 0xFFFFFFFF,
         inheritable & 0xFFFFFFFF,
@@ -138,9 +161,19 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         permitted >> 32,
         inheritable >> 32,
     )
-    hbuf = ctypes.create_string_buffer(header, len(header))
-    dbuf = ctypes.create_string_buffer(data, len(data))
-    _check(_syscall(SYS_CAPSET, hbuf, dbuf), "capset")
+    hdr, data = ctypes.addressof(_CAP_HEADER), ctypes.addressof(_CAP_DATA)
+    _check(_sys_vv(SYS_CAPSET, hdr, data), "capset")
+
+
+def _cap_last() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 63
+
+
+CAP_LAST = _cap_last()  # the highest capability this kernel knows
 
 
 class _SockFprog(ctypes.Structure):
@@ -155,22 +188,12 @@ def prepare_seccomp(program: bytes) -> tuple[_SockFprog, ctypes.Array[ctypes.c_c
 
 
 def load_seccomp(prepared: tuple[_SockFprog, ctypes.Array[ctypes.c_char]]) -> None:
-    prog = prepared[0]
-    ret = _libc.prctl(
-        ctypes.c_int(PR_SET_SECCOMP),
-        ctypes.c_ulong(SECCOMP_MODE_FILTER),
-        ctypes.byref(prog),
-        ctypes.c_ulong(0),
-        ctypes.c_ulong(0),
-    )
+    ret = _prctl_p(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prepared[0]), 0, 0)
     _check(ret, "seccomp")
 
 
 def close_range_from(first: int) -> None:
-    if (
-        _syscall(SYS_CLOSE_RANGE, ctypes.c_uint(first), ctypes.c_uint(0xFFFFFFFF), ctypes.c_uint(0))
-        < 0
-    ):
+    if _sys_uuu(SYS_CLOSE_RANGE, first, 0xFFFFFFFF, 0) < 0:
         os.closerange(first, 65536)
 
 

@@ -49,7 +49,9 @@ def write_exit(dir_fd: int, code: int) -> None:
     os.close(fd)
 
 
-def reap_forever(app: int, exit_dir: int) -> None:
+def become_init(app: int) -> None:
+    """Forward signals to the application; not dumpable; named gantry-init."""
+
     def forward(sig: int, _frame: Any) -> None:
         with contextlib.suppress(OSError):
             os.kill(app, sig)
@@ -59,6 +61,15 @@ def reap_forever(app: int, exit_dir: int) -> None:
     with contextlib.suppress(OSError):
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
         linux.set_name("gantry-init")
+
+
+def reap_forever(app: int, exit_dir: int, *, became: bool = False) -> None:
+    """Reap until the application exits, record its code, exit with it.
+
+    `became`: `become_init(app)` was already done (a pool sandbox, ahead of
+    its request)."""
+    if not became:
+        become_init(app)
     while True:
         try:
             pid, status = os.waitpid(-1, 0)

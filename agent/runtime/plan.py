@@ -8,15 +8,16 @@ naming the field at fault. Also the tables that turn names into numbers
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.runtime import seccomp
 from agent.runtime.base import BundleError
-from agent.runtime.spec import ANN_LOWER, ANN_UPPER, ANN_WORK
+from agent.runtime.spec import ANN_LOWER, ANN_UPPER, ANN_WORK, default_mounts
 
 CAPS: dict[str, int] = {
     "CAP_CHOWN": 0,
@@ -165,7 +166,11 @@ class Plan:
     resources: Resources = field(default_factory=Resources)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow, not `asdict` (a deep copy): this is on every request's path.
+        d = dict(self.__dict__)
+        d["mounts"] = [dict(m.__dict__) for m in self.mounts]
+        d["resources"] = dict(self.resources.__dict__)
+        return d
 
     @staticmethod
     def from_json(d: Mapping[str, Any]) -> Plan:
@@ -253,6 +258,11 @@ def _mounts(spec: Mapping[str, Any]) -> list[MountPlan]:
     return out
 
 
+def default_mount_plans() -> list[MountPlan]:
+    """The mounts every default spec starts with (spec.default_mounts), planned."""
+    return _mounts({"mounts": default_mounts()})
+
+
 def _rootfs(bundle: Path, spec: Mapping[str, Any]) -> tuple[str, bool]:
     root = spec.get("root") or {}
     path = root.get("path") if isinstance(root, Mapping) else None
@@ -260,6 +270,21 @@ def _rootfs(bundle: Path, spec: Mapping[str, Any]) -> tuple[str, bool]:
         raise BundleError(f"{bundle}/config.json: root.path is missing")
     full = Path(path) if os.path.isabs(path) else bundle / path
     return str(full), bool(root.get("readonly", False))
+
+
+_BPF_CACHE: dict[str, str] = {}
+
+
+def _bpf_hex(section: Any) -> str:
+    """The assembled filter (hex), memoised by the section's canonical JSON."""
+    key = json.dumps(section, sort_keys=True)
+    hexprog = _BPF_CACHE.get(key)
+    if hexprog is None:
+        hexprog = seccomp.assemble(section).hex()
+        if len(_BPF_CACHE) >= 32:
+            _BPF_CACHE.clear()
+        _BPF_CACHE[key] = hexprog
+    return hexprog
 
 
 def parse(bundle: Path, spec: Mapping[str, Any]) -> Plan:
@@ -284,7 +309,7 @@ def parse(bundle: Path, spec: Mapping[str, Any]) -> Plan:
             )
         rlimits.append((RLIMITS[r["type"]], int(r.get("soft", 0)), int(r.get("hard", 0))))
     try:
-        bpf = seccomp.assemble(linux["seccomp"]).hex() if linux.get("seccomp") else ""
+        bpf = _bpf_hex(linux["seccomp"]) if linux.get("seccomp") else ""
     except seccomp.SeccompError as e:
         raise BundleError(f"{bundle}/config.json: {e}") from None
     lower = [p for p in str(ann.get(ANN_LOWER, "")).split(":") if p]

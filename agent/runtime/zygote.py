@@ -2,9 +2,12 @@
 
 Forked from the agent before any thread exists (`zygote_main`), it has
 imported everything a container needs and serves requests over a
-SOCK_SEQPACKET socketpair, one JSON message each way. For each "create" it
-makes the cgroups, opens the log files, then either hands the request to a
-prepared sandbox from its pool (`sandbox`) or does one raw
+SOCK_SEQPACKET socketpair, one message each way (a JSON header; a request
+also carries its plan, see `sandbox.pack`). For each "create" it opens the
+log files, then either hands the request to a prepared sandbox from its pool
+(`sandbox`) at once and, while the sandbox sets up, renames the sandbox's
+cgroups to the container's and writes the limits before it lets the
+sandbox exec; or it makes the cgroups and does one raw
 clone(NEWPID|NEWNS|NEWUTS|NEWIPC[|NEWNET]) whose child becomes the
 container's init and runs the set-up sequence (`childsetup`): cgroups,
 network namespace, overlay root, /proc, /dev, /sys, masked paths,
@@ -47,7 +50,15 @@ from agent.runtime.childsetup import (
 )
 from agent.runtime.pid1 import EXIT_FIFO, EXIT_FILE, FORWARDED, write_exit
 from agent.runtime.plan import Plan, Resources
-from agent.runtime.sandbox import MAX_MSG, Sandbox, hand_over, sandbox_main
+from agent.runtime.sandbox import (
+    MAX_MSG,
+    Sandbox,
+    decode_plan,
+    hand_over,
+    let_go,
+    sandbox_main,
+    unpack,
+)
 from agent.runtime.spec import seccomp_section
 
 __all__ = [
@@ -108,7 +119,7 @@ class Zygote:
                     continue
                 if not raw:
                     return
-                reply = self.handle(json.loads(raw))
+                reply = self.handle(*unpack(raw))
                 self.sock.sendall(json.dumps(reply).encode())
                 refill = len(self.pool) < self.pool_size
 
@@ -163,29 +174,41 @@ class Zygote:
             cgroups.remove(self.layout, sb.cgroup, timeout=2)
         self.pool = []
 
-    def _take_sandbox(self, plan: Plan) -> Sandbox | None:
-        if not self.pool or not plan.cgroups_path:
+    def _take_sandbox(self, cgroups_path: str) -> Sandbox | None:
+        """A prepared sandbox for this cgroup, if one fits (not yet renamed; one
+        that died is found out at the hand-over)."""
+        if not self.pool or not cgroups_path:
             return None
-        target = "/" + cgroups.norm_path(plan.cgroups_path)
+        target = "/" + cgroups.norm_path(cgroups_path)
         if os.path.dirname(target) != f"/{self.prefix}" or any(
             os.path.exists(d) for d in cgroups.dirs(self.layout, target)
         ):
             return None
-        sb = self.pool.pop(0)
-        if linux.proc_state(sb.pid) in ("", "Z", "X"):
-            sb.chan.close()
-            sb.chan_app.close()
-            cgroups.remove(self.layout, sb.cgroup, timeout=0)
-            return None
+        return self.pool.pop(0)
+
+    def _discard(self, sb: Sandbox, *, remove_cgroup: bool = True) -> None:
+        """End a sandbox that will not be used, and reap it: it records nothing."""
+        sb.chan.close()
+        sb.chan_app.close()
+        with contextlib.suppress(OSError):
+            os.kill(sb.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(sb.pid, 0)
+        if remove_cgroup:
+            cgroups.remove(self.layout, sb.cgroup, timeout=1)
+
+    def _claim(self, sb: Sandbox, cgroups_path: str, res: Resources) -> None:
+        """After the hand-over, while the sandbox sets up: rename its cgroups to the
+        container's, write the limits, then let it exec. On failure the sandbox
+        is killed and reaped (it can record nothing) and OSError raised."""
         try:
-            cgroups.rename(self.layout, sb.cgroup, target)
-        except OSError:
-            sb.chan.close()
-            sb.chan_app.close()
-            cgroups.remove(self.layout, sb.cgroup, timeout=0)
-            return None
-        sb.cgroup = target
-        return sb
+            cgroups.rename(self.layout, sb.cgroup, cgroups_path)
+            sb.cgroup = cgroups_path
+            cgroups.write_files(cgroups.resource_files(self.layout, sb.cgroup, res))
+        except OSError:  # the client removes the container's cgroup, we the pool's
+            self._discard(sb, remove_cgroup=sb.cgroup != cgroups_path)
+            raise
+        let_go(sb)
 
     def reap(self) -> None:
         while True:
@@ -206,22 +229,21 @@ class Zygote:
                     finally:
                         os.close(fd)
 
-    def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, req: dict[str, Any], plan_raw: bytes = b"") -> dict[str, Any]:
         op = req.get("op")
         if op == "ping":
             return {"ok": True, "pid": os.getpid()}
         try:
             if op == "create":
-                return self.create(req)
+                return self.create(req, plan_raw)
             if op == "exec":
-                return self.exec(req)
-        except (OSError, SetupError, ValueError) as e:
+                return self.exec(req, decode_plan(plan_raw))
+        except (OSError, SetupError, ValueError, EOFError, KeyError, TypeError) as e:
             return {"ok": False, "error": str(e)}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
-    def exec(self, req: dict[str, Any]) -> dict[str, Any]:
+    def exec(self, req: dict[str, Any], plan: Plan) -> dict[str, Any]:
         """Run a command in a running container, under the container's own limits."""
-        plan = Plan.from_json(req["plan"])
         target = int(req["pid"])
         ns_fds = [
             (os.open(f"/proc/{target}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC), flag)
@@ -240,16 +262,13 @@ class Zygote:
             os.close(fd)
         return {"ok": True, "pid": pid, "start_time": linux.start_time(pid)}
 
-    def create(self, req: dict[str, Any]) -> dict[str, Any]:
-        plan = Plan.from_json(req["plan"])
+    def create(self, req: dict[str, Any], plan_raw: bytes) -> dict[str, Any]:
+        cg, netns_path = str(req["brief"]["cgroups_path"]), str(req["brief"]["netns_path"])
+        res = Resources(**req["brief"]["resources"])
         state_dir = str(req["state_dir"])
         autostart = bool(req.get("autostart"))
-        sandbox = self._take_sandbox(plan)
-        procs = (
-            cgroups.create(self.layout, plan.cgroups_path, plan.resources)
-            if plan.cgroups_path
-            else []
-        )
+        sandbox = self._take_sandbox(cg)
+        procs = cgroups.create(self.layout, cg, res) if cg and not sandbox else []
         opened: list[int] = []
 
         def track(fd: int) -> int:
@@ -265,22 +284,23 @@ class Zygote:
                 exit_dir=track(os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)),
                 stdout=track(os.open(req["stdout"], log_flags, 0o640)) if req.get("stdout") else -1,
                 stderr=track(os.open(req["stderr"], log_flags, 0o640)) if req.get("stderr") else -1,
-                netns=track(os.open(plan.netns_path, os.O_RDONLY | os.O_CLOEXEC))
-                if plan.netns_path
-                else -1,
+                netns=track(os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)) if netns_path else -1,
                 fifo=-1,
             )
-            with contextlib.suppress(FileExistsError):
-                os.mkfifo(os.path.join(state_dir, EXIT_FIFO), 0o600)
             if not autostart:
                 fifo = os.path.join(state_dir, FIFO_FILE)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(fifo)
                 os.mkfifo(fifo, 0o600)
                 fds.fifo = track(os.open(fifo, os.O_RDWR | os.O_CLOEXEC))
-            pid = hand_over(sandbox, req["plan"], fds, autostart) if sandbox else 0
+            pid = hand_over(sandbox, plan_raw, fds, autostart) if sandbox else 0
+            if pid and sandbox:
+                self._claim(sandbox, cg, res)
             if not pid:
-                pid = self._clone(plan, fds, procs, status_r, autostart)
+                if sandbox:  # gone before the hand-over: a cold start in a fresh cgroup
+                    self._discard(sandbox)
+                    procs = cgroups.create(self.layout, cg, res) if cg else []
+                pid = self._clone(decode_plan(plan_raw), fds, procs, status_r, autostart)
             self.children[pid] = state_dir
             start_time = linux.start_time(pid)
             os.close(status_w)
@@ -293,6 +313,9 @@ class Zygote:
         if msg.startswith(b"E"):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):  # so it records nothing any more
+                os.waitpid(pid, 0)
+            self.children.pop(pid, None)
             return {"ok": False, "error": msg[1:].decode(errors="replace"), "pid": pid}
         return {"ok": True, "pid": pid, "start_time": start_time}
 
