@@ -75,17 +75,7 @@ def wait_for(what: str, cond: Callable[[], T | None], timeout: float = 120.0) ->
 
 def manifest(c: LabCluster, name: str, image: str, replicas: int, strategy: dict[str, Any],
              env: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
-    template: dict[str, Any] = {
-        "image": f"{c.registry}/{image}",
-        "ports": [{"name": "http", "containerPort": 8080}],
-        "resources": {"requests": {"cpu": "50m", "memory": "16Mi"}},
-        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
-    }
-    if env:
-        template["env"] = [{"name": k, "value": v} for k, v in env.items()]
-    return {"apiVersion": "gantry/v1", "kind": "Deployment", "metadata": {"name": name},
-            "spec": {"replicas": replicas, "template": template, "strategy": strategy,
-                     "route": {"host": f"{name}.local"}}}  # fmt: skip
+    return c.demo_deployment(name, image=image, replicas=replicas, strategy=strategy, env=env)
 
 
 @dataclass

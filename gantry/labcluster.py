@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gantry import hostclean, launcher, netlab, procs
 
@@ -72,6 +73,36 @@ class LabCluster:
 
     def agent_prefix(self, node: str) -> str:
         return f"{self.prefix[:-1]}{node[1:]}"
+
+    def demo_deployment(
+        self,
+        name: str,
+        *,
+        image: str = "hello:v1",
+        replicas: int = 3,
+        strategy: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """A deployment of a demo image from the lab's registry, routed by Host `<name>.local`."""
+        template: dict[str, Any] = {
+            "image": f"{self.registry}/{image}",
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "resources": {"requests": {"cpu": "50m", "memory": "16Mi"}},
+            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+        }
+        if env:
+            template["env"] = [{"name": k, "value": v} for k, v in env.items()]
+        return {
+            "apiVersion": "gantry/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "template": template,
+                "strategy": strategy or {"type": "RollingUpdate"},
+                "route": {"host": f"{name}.local"},
+            },
+        }
 
     # -- the configuration files: the shapes of deploy/cluster/ ---------------
 

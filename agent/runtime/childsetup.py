@@ -212,15 +212,7 @@ def exec_main(plan: Plan, ns_fds: list[tuple[int, int]], procs: list[str], exit_
     """Forked from the zygote for `exec`: enter the container, run argv, record its code."""
     code = 126
     try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.setsid()
-        null = os.open("/dev/null", os.O_RDWR)
-        for std in (0, 1, 2):
-            os.dup2(null, std)
-        for p in procs:
-            with open(p, "w") as f:
-                f.write("0")
+        detach_and_join(procs)
         exit_dir = os.open(os.path.dirname(exit_path), os.O_RDONLY | os.O_DIRECTORY)
         for fd, flag in ns_fds:
             linux.setns(fd, flag)  # the mount namespace last: it also moves our root

@@ -66,25 +66,7 @@ def deployment(
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A deployment of a demo image, routed by Host `<name>.local`."""
-    template: dict[str, Any] = {
-        "image": f"{c.registry}/{image}",
-        "ports": [{"name": "http", "containerPort": 8080}],
-        "resources": {"requests": {"cpu": "50m", "memory": "16Mi"}},
-        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
-    }
-    if env:
-        template["env"] = [{"name": k, "value": v} for k, v in env.items()]
-    return {
-        "apiVersion": "gantry/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "template": template,
-            "strategy": strategy or {"type": "RollingUpdate"},
-            "route": {"host": f"{name}.local"},
-        },
-    }
+    return c.demo_deployment(name, image=image, replicas=replicas, strategy=strategy, env=env)
 
 
 def apply(c: LabCluster, doc: dict[str, Any]) -> None:
